@@ -1,0 +1,93 @@
+# postfix-odmr - top-level Makefile.
+#
+#   make                 build the library and every program into $(BUILD)/
+#   make check           unit tests, sanitizer build, integration tests
+#   make check-unit      unit tests only (cmocka)
+#   make asan            ASan/UBSan build in build-asan/ and its unit tests
+#   make clang           the whole build again with clang (warnings are errors)
+#   make fuzz            libFuzzer targets, run longer (FUZZ_SECONDS=300)
+#   make install DESTDIR=... PREFIX=/usr
+
+CC      ?= cc
+BUILD   ?= build
+PREFIX  ?= /usr
+LIBEXECDIR ?= $(PREFIX)/lib/postfix-odmr
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR  ?= $(PREFIX)/share/man
+OPT     ?= -O2 -g
+SAN     ?=
+WARN    = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
+          -Wno-unused-parameter
+CFLAGS_ALL = -std=gnu11 -D_GNU_SOURCE -Isrc/lib $(WARN) $(OPT) $(SAN) $(CFLAGS)
+LDLIBS_ALL = -ldb -lssl -lcrypto $(LDLIBS)
+
+LIB_SRC  := $(sort $(wildcard src/lib/*.c))
+LIB_OBJ  := $(LIB_SRC:src/lib/%.c=$(BUILD)/lib/%.o)
+LIB_A    := $(BUILD)/libodmr.a
+PROGS    := $(sort $(notdir $(patsubst %/,%,$(wildcard src/odmr*/))))
+PROG_BIN := $(PROGS:%=$(BUILD)/bin/%)
+# Programs the administrator runs go to sbin; the rest are run by Postfix.
+ADMIN_PROGS := odmr-queue odmr-passwd
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+
+.PHONY: all check check-unit check-integration asan clang fuzz fuzz-quick install clean
+
+all: $(LIB_A) $(PROG_BIN) $(UNIT_BIN)
+
+$(BUILD)/lib/%.o: src/lib/%.c $(wildcard src/lib/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+$(LIB_A): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+.SECONDEXPANSION:
+$(BUILD)/bin/%: $$(wildcard src/%/*.c) $$(wildcard src/%/*.h) $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Isrc/$* -o $@ $(filter %.c,$^) $(LIB_A) $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_A) $(wildcard tests/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LIB_A) $(LDLIBS_ALL) -lcmocka
+
+check-unit: all
+	BUILD=$(BUILD) tests/run-unit
+
+check-integration: all
+	BUILD=$(BUILD) tests/integration/run
+
+# The README's test command. One closing line "N passed, N failed".
+check: all
+	BUILD=$(BUILD) tests/run-all
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" all
+	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run-unit
+
+clang:
+	$(MAKE) CC=clang BUILD=build-clang all
+
+FUZZ_SECONDS ?= 300
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run
+
+fuzz-quick:
+	FUZZ_SECONDS=10 tests/fuzz/run
+
+install: all
+	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
+	for p in $(PROGS); do \
+	    case " $(ADMIN_PROGS) " in \
+	    *" $$p "*) install -m 0755 $(BUILD)/bin/$$p $(DESTDIR)$(SBINDIR)/$$p ;; \
+	    *) install -m 0755 $(BUILD)/bin/$$p $(DESTDIR)$(LIBEXECDIR)/$$p ;; \
+	    esac; \
+	done
+	for m in $(wildcard man/*.8); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man8/; done
+	for m in $(wildcard man/*.5); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man5/; done
+
+clean:
+	rm -rf build build-asan build-clang build-fuzz

@@ -1,0 +1,200 @@
+/*
+ * queue.h - the hold queue: durable queue files plus a Berkeley DB index.
+ *
+ * LAYOUT (queue_directory, owned by the odmr user, mode 0700)
+ *     incoming/          temp files being written (O_EXCL, 0600)
+ *     msg/XY/ID          complete queue files; XY = last two hex digits of ID
+ *     db/                Berkeley DB environment (Transactional Data Store)
+ *                        with database "index.db"
+ *     lock/DOMAIN        per-domain lock files (fcntl F_WRLCK, whole file)
+ *     status/ID          per-recipient failure texts ("INDEX CODE reply" lines),
+ *                        written by a flush for 5xx/4xx results
+ *
+ * ONE FILE PER MESSAGE. A message with recipients in several domains is
+ * one file; each recipient has a one-byte status at a known offset that a
+ * flush rewrites in place with pwrite(2) (domain locks keep two flushes of
+ * one domain apart; flushes of different domains write different bytes).
+ * The file is removed when every recipient is final (delivered or failed),
+ * under an fcntl lock on the file itself.
+ *
+ * QUEUE FILE FORMAT (text header, then the content in SMTP wire form)
+ *     ODMRQ 1\n
+ *     id ID\n
+ *     time SEC.USEC\n                arrival
+ *     sender ADDR\n                  (empty after the space for <>)
+ *     size N\n                       message size as the client declared or
+ *                                     counted (bytes of content, CRLF form)
+ *     envid XTEXT\n                  optional (kept as xtext, as received)
+ *     ret FULL|HDRS\n                optional
+ *     body 7BIT|8BITMIME|BINARYMIME\n optional
+ *     smtputf8 1\n                   optional
+ *     client NAME[ADDR]\n            optional
+ *     helo NAME\n                    optional
+ *     protocol LMTP|pipe|local\n     optional
+ *     rcpt S NOTIFY ORCPT ADDR\n     one per recipient. S is the status
+ *                                     byte: 'Q' queued, 'D' delivered,
+ *                                     'F' failed (5xx). NOTIFY and ORCPT are
+ *                                     "-" when absent; ORCPT is xtext
+ *                                     ("rfc822;user@example.org" encoded).
+ *     content OFFSET LENGTH\n        fixed width (20 digits each)
+ *     \n
+ *     CONTENT                         CRLF lines, dot-stuffed, ending with
+ *                                     ".\r\n": the whole DATA stream a flush
+ *                                     sends after the 354.
+ * The file size equals OFFSET + LENGTH; the last five bytes are
+ * "\r\n.\r\n" (or the file content is just ".\r\n"). Anything else is a
+ * damaged file: reported, never delivered, never deleted silently.
+ *
+ * DURABILITY (queue_writer_commit)
+ *     write the temp file in incoming/, fsync it, rename it to msg/XY/ID,
+ *     fsync msg/XY, then add one index record per recipient domain in one
+ *     transaction (committed durably when index_sync = yes). Only after that
+ *     may the caller say 250. A crash before the index commit leaves at most
+ *     an orphan file that `odmr-queue reindex` (and the startup check in
+ *     queue_reindex) puts back: the sender got no 250, so this is a
+ *     duplicate, never a loss.
+ *
+ * INDEX: Berkeley DB btree with sorted duplicates: key = lower-cased
+ * recipient domain (no NUL), data = queue ID. IDs sort by arrival time,
+ * so a flush sends the oldest first. Environment opened with DB_REGISTER |
+ * DB_RECOVER (recovery runs only when a process died inside the
+ * environment), automatic deadlock detection, DB_LOG_AUTO_REMOVE. Every
+ * operation retries on DB_LOCK_DEADLOCK. Index entries whose file is gone
+ * are dropped by the next flush of that domain.
+ *
+ * IDs: 12 hex digits of microseconds since the epoch (sortable), followed
+ * by 4 random hex digits: "0006282A1B2C3D4E5F" style, QUEUE_ID_LEN chars.
+ */
+#ifndef ODMR_QUEUE_H
+#define ODMR_QUEUE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define QUEUE_ID_LEN 18
+
+#define QUEUE_RCPT_QUEUED 'Q'
+#define QUEUE_RCPT_DELIVERED 'D'
+#define QUEUE_RCPT_FAILED 'F'
+
+typedef struct queue QUEUE;
+typedef struct queue_writer QUEUE_WRITER;
+
+typedef struct {
+    char *address;  /* without <>; never empty */
+    char *notify;   /* "SUCCESS,DELAY" ... or NULL */
+    char *orcpt;    /* xtext as received ("rfc822;x@y" encoded) or NULL */
+    int status;     /* QUEUE_RCPT_* */
+    off_t status_offset; /* where the status byte is (when read from a file) */
+} QUEUE_RCPT;
+
+typedef struct {
+    char id[QUEUE_ID_LEN + 1];
+    char *sender;    /* "" for <> */
+    long arrival_sec, arrival_usec;
+    long long size;
+    char *envid, *ret, *body; /* NULL when absent */
+    int smtputf8;
+    char *client, *helo, *protocol; /* NULL when absent */
+    QUEUE_RCPT *rcpt;
+    size_t rcpt_count;
+    off_t content_offset;
+    long long content_length; /* includes the final ".\r\n" */
+} QUEUE_ENV;
+
+/* ---- opening ------------------------------------------------------------- */
+
+#define QUEUE_OPEN_CREATE 1   /* create the directory tree when missing */
+#define QUEUE_OPEN_READONLY 2 /* no index writes (list/show) */
+
+/* Open the queue at dir: directories, the BDB environment (with recovery
+ * when needed) and the index. NULL with *error_r (malloc'd) on failure. */
+QUEUE *queue_open(const char *dir, int flags, char **error_r);
+void queue_close(QUEUE **qp);
+const char *queue_dir(const QUEUE *q);
+
+/* ---- writing (odmr-store, odmr-enqueue) -------------------------------- */
+
+/* Start a queue file for env (id, content_* and status_offset are filled in
+ * here; rcpt[].status must be QUEUE_RCPT_QUEUED). NULL + *error_r. */
+QUEUE_WRITER *queue_writer_begin(QUEUE *q, const QUEUE_ENV *env, char **error_r);
+/* Content in wire form (CRLF, dot-stuffed) without the final ".\r\n".
+ * 0 or -1 (the error is kept for commit). */
+int queue_writer_write(QUEUE_WRITER *w, const void *buf, size_t len);
+/* Bytes of content written so far. */
+long long queue_writer_length(const QUEUE_WRITER *w);
+/* Append ".\r\n", finish the header, fsync, rename, fsync the directory,
+ * commit the index. 0 with id_r filled (QUEUE_ID_LEN+1 bytes), or -1 with
+ * *error_r; after -1 nothing is visible and the writer is freed. After 0
+ * the message is accepted. Either way *wp becomes NULL. Every failure here
+ * is temporary (disk full, lock timeout, index error): the caller says 4xx. */
+int queue_writer_commit(QUEUE_WRITER **wp, char *id_r, char **error_r);
+/* Throw the temp file away. */
+void queue_writer_abort(QUEUE_WRITER **wp);
+
+/* ---- reading ------------------------------------------------------------- */
+
+typedef struct queue_file QUEUE_FILE;
+
+/* Open and parse a queue file. NULL with errno ENOENT when it is gone,
+ * otherwise NULL with *error_r for a damaged file. */
+QUEUE_FILE *queue_file_open(QUEUE *q, const char *id, int writable, char **error_r);
+const QUEUE_ENV *queue_file_env(const QUEUE_FILE *f);
+int queue_file_fd(const QUEUE_FILE *f); /* for sendfile of the content */
+/* Set recipient i's status byte (pwrite); reason (may be NULL) is appended
+ * to status/ID for failed or deferred recipients. 0 or -1. */
+int queue_file_mark(QUEUE_FILE *f, size_t i, int status, const char *reason);
+void queue_file_close(QUEUE_FILE **fp);
+
+/* The domain is done with this file (its recipients are all final): remove
+ * the domain's index entry; when every recipient of the file is final,
+ * remove the file, its status file and every index entry. Deferred index
+ * removal: records are batched and committed by queue_sync() (at most
+ * every 100 calls): a crash before that re-sends, never loses. */
+int queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r);
+/* Commit batched index removals and fdatasync marked files. */
+int queue_sync(QUEUE *q, char **error_r);
+
+/* Queue IDs indexed for a domain (lower-cased internally), oldest first.
+ * Returns count (>= 0) with *ids_r a malloc'd array of malloc'd strings
+ * (free with queue_ids_free), or -1 with *error_r. */
+ssize_t queue_domain_ids(QUEUE *q, const char *domain, char ***ids_r, char **error_r);
+void queue_ids_free(char ***ids, size_t count);
+/* Does the domain have anything indexed? 1, 0 or -1. */
+int queue_domain_has_mail(QUEUE *q, const char *domain, char **error_r);
+/* Every indexed domain, in order: fn(domain, message count, ctx). */
+int queue_walk_domains(QUEUE *q, int (*fn)(const char *domain, size_t count, void *ctx),
+                       void *ctx, char **error_r);
+/* Every queue file on disk: fn(id, ctx). */
+int queue_walk_files(QUEUE *q, int (*fn)(const char *id, void *ctx), void *ctx,
+                     char **error_r);
+
+/* ---- locks --------------------------------------------------------------- */
+
+/* Lock a domain for a flush (fcntl, released by the kernel when the
+ * process dies). wait_ms 0 = do not wait. Returns an fd >= 0 (keep it; close
+ * it with queue_unlock_domain), -2 when another process holds it, -1 on error
+ * with *error_r. */
+int queue_lock_domain(QUEUE *q, const char *domain, int wait_ms, char **error_r);
+void queue_unlock_domain(int fd);
+
+/* ---- administration ------------------------------------------------------ */
+
+/* Delete a message (file, status file, index entries) under the domain
+ * locks of its recipients. 0, or -1 (errno ENOENT when unknown). */
+int queue_delete(QUEUE *q, const char *id, char **error_r);
+/* Rebuild the index from the files: empty it, walk msg/, add every
+ * pending recipient's domain. Counts go to *files_r, *entries_r, damaged
+ * files to *damaged_r. Also removes stale incoming/ files older than
+ * one day. 0 or -1. */
+int queue_reindex(QUEUE *q, size_t *files_r, size_t *entries_r, size_t *damaged_r,
+                  char **error_r);
+
+/* Fault injection (tests only): when var_test_fault_point equals point,
+ * the process kills itself with SIGKILL. Points in the queue library:
+ * "before-fsync", "after-fsync", "after-rename", "after-index". */
+void queue_fault(const char *point);
+
+void queue_env_free(QUEUE_ENV *env); /* frees members, not env itself */
+
+#endif
