@@ -22,8 +22,8 @@
  * comment; empty lines are ignored; the last setting of a name wins.
  *
  * The variables below hold the values after config_load(). Times are seconds
- * (values accept s/m/h/d/w units, default unit s), sizes are bytes (k/m/g
- * accepted), booleans are 0/1.
+ * (values accept s/m/h/d/w units, default unit s unless noted), sizes are
+ * bytes (k/m/g accepted), booleans are 0/1.
  */
 #ifndef ODMR_CONFIG_H
 #define ODMR_CONFIG_H
@@ -72,8 +72,10 @@ extern long var_smtp_data_init_timeout; /* smtp_data_init_timeout = 120s */
 extern long var_smtp_data_xfer_timeout; /* smtp_data_xfer_timeout = 180s */
 extern long var_smtp_data_done_timeout; /* smtp_data_done_timeout = 600s */
 extern long var_smtp_quit_timeout;   /* smtp_quit_timeout = 300s */
-extern long var_maximal_queue_lifetime; /* maximal_queue_lifetime = 5d */
-extern long var_delay_warning_time;  /* delay_warning_time = 0h (0 = none) */
+extern long var_maximal_queue_lifetime; /* maximal_queue_lifetime = 5d (default unit d,
+                                      * as in Postfix) */
+extern long var_delay_warning_time;  /* delay_warning_time = 0h (0 = none; default unit h,
+                                      * as in Postfix) */
 
 /* Behaviour */
 extern int var_index_sync;           /* index_sync = yes: fsync the index log at commit */
@@ -96,6 +98,11 @@ extern char *var_test_fault_point;
 void config_set_directory(const char *dir);
 void config_add_override(const char *name_eq_value);
 void config_load(void);
+
+/* Forget the -c directory and every -o override and free every value;
+ * the variables go back to NULL/0 until the next config_load(). For tests
+ * and leak checkers; config_load() itself keeps -c and -o. */
+void config_reset(void);
 
 /* Path of the file read by config_load() ("DIR/odmr.cf"). */
 const char *config_file_path(void);

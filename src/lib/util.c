@@ -122,6 +122,15 @@ str_lower(char *s)
     return s;
 }
 
+char *
+str_upper(char *s)
+{
+    for (char *p = s; *p; p++)
+        if (*p >= 'a' && *p <= 'z')
+            *p -= 'a' - 'A';
+    return s;
+}
+
 static int
 lower_c(int c)
 {
@@ -177,7 +186,7 @@ parse_long(const char *s, long min, long max, long *value_r)
 {
     const char *p = s;
     int neg = 0;
-    long long v = 0;
+    unsigned long v = 0, limit;
 
     if (*p == '-' && min < 0) {
         neg = 1;
@@ -185,16 +194,27 @@ parse_long(const char *s, long min, long max, long *value_r)
     }
     if (*p == 0)
         return -1;
+    /* Accumulate the magnitude unsigned, so LONG_MIN fits and no step overflows. */
+    limit = neg ? (unsigned long) LONG_MAX + 1 : (unsigned long) LONG_MAX;
     for (; *p; p++) {
+        unsigned long d;
+
         if (*p < '0' || *p > '9')
             return -1;
-        v = v * 10 + (*p - '0');
-        if (v > (long long) LONG_MAX)
+        d = (unsigned long) (*p - '0');
+        if (v > (limit - d) / 10)
             return -1;
+        v = v * 10 + d;
     }
-    if (neg)
-        v = -v;
-    if (v < min || v > max)
+    if (neg) {
+        long n = v == (unsigned long) LONG_MAX + 1 ? LONG_MIN : -(long) v;
+
+        if (n < min || n > max)
+            return -1;
+        *value_r = n;
+        return 0;
+    }
+    if ((long) v < min || (long) v > max)
         return -1;
     *value_r = (long) v;
     return 0;
@@ -226,6 +246,7 @@ parse_time(const char *s, char unit_default, long min, long max, long *seconds_r
 {
     long long v;
     char unit;
+    long long mult;
 
     if (split_unit(s, &v, &unit) < 0)
         return -1;
@@ -233,22 +254,27 @@ parse_time(const char *s, char unit_default, long min, long max, long *seconds_r
         unit = unit_default;
     switch (unit) {
     case 's':
+        mult = 1;
         break;
     case 'm':
-        v *= 60;
+        mult = 60;
         break;
     case 'h':
-        v *= 3600;
+        mult = 3600;
         break;
     case 'd':
-        v *= 86400;
+        mult = 86400;
         break;
     case 'w':
-        v *= 7 * 86400;
+        mult = 7 * 86400;
         break;
     default:
         return -1;
     }
+    /* split_unit allows up to 2^50, so a large unit could overflow. */
+    if (v > LONG_MAX / mult)
+        return -1;
+    v *= mult;
     if (v < min || v > max)
         return -1;
     *seconds_r = (long) v;
@@ -260,24 +286,30 @@ parse_size(const char *s, long long min, long long max, long long *bytes_r)
 {
     long long v;
     char unit;
+    int shift;
 
     if (split_unit(s, &v, &unit) < 0)
         return -1;
     switch (unit) {
     case 0:
+        shift = 0;
         break;
     case 'k':
-        v <<= 10;
+        shift = 10;
         break;
     case 'm':
-        v <<= 20;
+        shift = 20;
         break;
     case 'g':
-        v <<= 30;
+        shift = 30;
         break;
     default:
         return -1;
     }
+    /* split_unit allows up to 2^50, so 'g' could shift past 63 bits. */
+    if (v > (LLONG_MAX >> shift))
+        return -1;
+    v <<= shift;
     if (v < min || v > max)
         return -1;
     *bytes_r = v;

@@ -33,6 +33,7 @@ int str_format(char *dst, size_t size, const char *fmt, ...) ODMR_PRINTF(3, 4);
 
 /* ASCII-only case folding in place; returns s. */
 char *str_lower(char *s);
+char *str_upper(char *s);
 int str_casecmp(const char *a, const char *b);
 int str_ncasecmp(const char *a, const char *b, size_t n);
 /* Trim ASCII blanks (space, tab, CR, LF) at both ends in place; returns s. */
