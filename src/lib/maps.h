@@ -16,9 +16,12 @@
  * Every other type (lmdb:, cdb:, texthash:, ldap:, mysql:, pgsql:, ...) is
  * looked up by running "postmap -c $postfix_config_directory -q KEY TYPE:NAME"
  * (var_postmap_path): exit 0 = found (value on stdout, trailing newline
- * removed), 1 = not found, anything else = temporary error. The child's stderr
- * goes to a pipe whose text is put in the error string (never to our fd 2,
- * which is a client socket under spawn(8)).
+ * removed), 1 = not found, anything else = temporary error. postmap's own
+ * fatal errors also exit 1, so exit 1 with a "fatal:" or "panic:" line on
+ * stderr is a temporary error too. The child's stderr goes to a pipe whose
+ * text is put in the error string (never to our fd 2, which is a client
+ * socket under spawn(8)). Postfix stops at the first table that fails, and
+ * so do we: an error is never turned into "not found" by a later table.
  *
  * Three outcomes, always: MAP_FOUND, MAP_NOTFOUND, MAP_ERROR (temporary:
  * the caller answers 4xx, never "not found").
@@ -47,6 +50,10 @@ int maps_lookup(MAPS *maps, const char *key, char **value_r, char **error_r);
 const char *maps_title(const MAPS *maps);
 
 void maps_close(MAPS **maps);
+
+/* Deadline in seconds for one "postmap -q" child (default 10); the child is
+ * killed and the lookup is MAP_ERROR when it runs longer. Tests lower it. */
+extern int maps_postmap_timeout;
 
 /* Split a value such as "cust1, cust7" into tokens separated by commas and/or
  * whitespace; calls fn for each; returns the count. */
