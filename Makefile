@@ -49,9 +49,13 @@ $(BUILD)/bin/%: $$(wildcard src/%/*.c) $$(wildcard src/%/*.h) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Isrc/$* -o $@ $(filter %.c,$^) $(LIB_A) $(LDLIBS_ALL)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIB_A) $(wildcard tests/unit/*.h)
+# tests/unit/test_PROG_PART.c also links src/PROG/PROG_PART.c when that exists
+# (program modules without main(), e.g. src/odmrd/odmrd_atrn.c).
+unit_extra = $(wildcard src/$(word 1,$(subst _, ,$(1:test_%=%)))/$(1:test_%=%).c)
+$(BUILD)/tests/%: tests/unit/%.c $$(call unit_extra,$$*) $(LIB_A) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LIB_A) $(LDLIBS_ALL) -lcmocka
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -Isrc/$(word 1,$(subst _, ,$(*:test_%=%))) \
+	    -o $@ $(filter %.c,$^) $(LIB_A) $(LDLIBS_ALL) -lcmocka
 
 check-unit: all
 	BUILD=$(BUILD) tests/run-unit
