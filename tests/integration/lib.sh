@@ -259,3 +259,25 @@ _t_on_exit() {
 trap _t_on_exit EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
+
+# py_checks PREFIX SCRIPT ARGS...: run a Python check script (Debian's
+# /usr/bin/python3) that prints "ok NAME" / "fail NAME: REASON" lines, with
+# the sandbox's variables exported, and record each line as a result.
+py_checks() {
+    local prefix=$1 script=$2 out line name
+    shift 2
+    export SANDBOX_DIR SMTP_HOST SMTP_PORT ODMR_HOST ODMR_PORT QUEUE_DIR CONFIG_DIR \
+        BUILD_DIR LOG_FILE ODMR_LOG_FILE 2>/dev/null || true
+    out=$(/usr/bin/python3 "$LIB_DIR/$script" "$@" 2>&1) || true
+    [ -n "$out" ] || { fail "$prefix" "$script printed nothing"; return; }
+    while IFS= read -r line; do
+        case $line in
+            "ok "*) ok "$prefix: ${line#ok }" ;;
+            "fail "*)
+                name=${line#fail }
+                fail "$prefix: ${name%%:*}" "${name#*: }"
+                ;;
+            *) echo "$line" ;;
+        esac
+    done <<<"$out"
+}
