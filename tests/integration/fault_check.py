@@ -1,0 +1,128 @@
+#!/usr/bin/python3
+"""Fault injection: odmr-store is killed with SIGKILL at chosen points of
+storing a message that the sandbox's Postfix delivers to it (the
+test_fault_point parameter in odmr.cf). Afterwards:
+  - nothing is half-visible: before the rename no queue file exists; after
+    the rename but before the index commit the file is not indexed (ATRN
+    cannot see it); after the index commit it is complete and indexed;
+  - Postfix got no 250, so it keeps the message and delivers it again once
+    the fault is gone: the message is then held, complete and indexed
+    (a kill after the index commit may leave a duplicate, never a loss);
+  - odmr-queue reindex finds no damaged file.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qlib import (report, results, sandbox_env, smtp_send, wait_until, postfix_queue_empty,
+                  find_by_subject, parse_queue_file, unstuff, indexed_ids, odmr_queue,
+                  make_message, queue_files)
+
+env = sandbox_env()
+CF = os.path.join(env["CONFIG_DIR"], "odmr.cf")
+BASE_CF = open(CF).read()
+
+# point -> is the file in msg/ and indexed while Postfix still holds the message?
+POINTS = [
+    ("before-commit", False, False),
+    ("before-fsync", False, False),
+    ("after-fsync", False, False),
+    ("after-rename", True, False),
+    ("after-index", True, True),
+    ("before-reply", True, True),
+]
+
+
+def set_fault(point):
+    with open(CF, "w") as f:
+        f.write(BASE_CF)
+        if point:
+            f.write("test_fault_point = %s\n" % point)
+    # A cached lmtp connection keeps the old odmr-store (and its config)
+    # for lmtp_connection_cache_time_limit (2s).
+    time.sleep(2.5)
+
+
+def postfix_deferred_count():
+    out = subprocess.run(["postqueue", "-c", env["CONFIG_DIR"], "-j"], capture_output=True,
+                         text=True).stdout
+    return len(re.findall(r'"queue_name": *"deferred"', out))
+
+
+def killed_logged(count_before):
+    log = open(env["LOG_FILE"], errors="replace").read()
+    return len(re.findall(r"relay=\S+private/odmr-store\].*status=deferred", log)) > count_before
+
+
+def deferred_lines():
+    log = open(env["LOG_FILE"], errors="replace").read()
+    return len(re.findall(r"relay=\S+private/odmr-store\].*status=deferred", log))
+
+
+def run_point(point, visible, indexed):
+    subj = "fault-" + point
+    sent = make_message(subj, ("killed at %s\r\n" % point).encode())
+    set_fault(point)
+    n = deferred_lines()
+    smtp_send(env, "sender@sender.test", ["f@example.org"], sent)
+    if not report(point + ": deferred by Postfix", wait_until(lambda: killed_logged(n), 60),
+                  "no deferral logged"):
+        return
+    paths = find_by_subject(env, subj)
+    ids = {os.path.basename(p) for p in paths}
+    idx = indexed_ids(env, "example.org")
+    report(point + ": visibility", (len(paths) == 1) == visible and bool(ids & idx) == indexed,
+           "files=%r indexed=%r" % (paths, ids & idx))
+    for p in paths:
+        try:
+            parse_queue_file(p)
+            ok = True
+        except Exception as e:
+            ok = False
+            why = repr(e)
+        report(point + ": renamed file is complete", ok, why if not ok else "")
+    report(point + ": still in Postfix's queue", postfix_deferred_count() >= 1, "")
+
+    # The fault is gone: Postfix delivers again.
+    set_fault(None)
+    subprocess.run(["postqueue", "-c", env["CONFIG_DIR"], "-f"], check=True)
+    if not report(point + ": redelivered", wait_until(lambda: postfix_queue_empty(env), 90),
+                  "Postfix queue not empty"):
+        return
+    paths = find_by_subject(env, subj)
+    ids = {os.path.basename(p) for p in paths}
+    idx = indexed_ids(env, "example.org")
+    good = [p for p in paths if os.path.basename(p) in idx]
+    report(point + ": held and indexed after redelivery", len(good) >= 1, repr(paths))
+    if good:
+        _, rcpts, wire = parse_queue_file(good[0])
+        report(point + ": content intact", unstuff(wire).endswith(sent)
+               and [r[3] for r in rcpts] == ["f@example.org"], "")
+    if not visible:
+        report(point + ": exactly one copy", len(paths) == 1, repr(paths))
+
+
+def main():
+    try:
+        for point, visible, indexed in POINTS:
+            try:
+                run_point(point, visible, indexed)
+            except Exception as e:
+                report(point, False, "exception %r" % (e,))
+    finally:
+        set_fault(None)
+    out = odmr_queue(env, "reindex")
+    report("reindex after faults", out.returncode == 0, out.stdout + out.stderr)
+    m = re.search(r"(\d+) damaged", out.stdout + out.stderr)
+    report("reindex finds no damaged file", m is None or m.group(1) == "0", out.stdout + out.stderr)
+    # After reindex every file in msg/ is indexed (orphans come back).
+    idx = indexed_ids(env, "example.org")
+    files = {os.path.basename(p) for p in queue_files(env)}
+    report("reindex indexes every file", files <= idx, repr(files - idx))
+
+
+main()
+sys.exit(0 if all(results) else 1)
