@@ -62,8 +62,27 @@
  * operation retries on DB_LOCK_DEADLOCK. Index entries whose file is gone
  * are dropped by the next flush of that domain.
  *
- * IDs: 12 hex digits of microseconds since the epoch (sortable), followed
- * by 4 random hex digits: "0006282A1B2C3D4E5F" style, QUEUE_ID_LEN chars.
+ * IDs: 14 upper-case hex digits of microseconds since the epoch (12 would
+ * wrap every 8.9 years; 14 last until 2254), followed by 4 random hex
+ * digits: "0006282A1B2C3D4E5F" style, QUEUE_ID_LEN chars. Sortable by
+ * arrival; strictly increasing within a process. The incoming file is made
+ * with O_EXCL and moved into msg/ with renameat2(RENAME_NOREPLACE) (link(2)
+ * where unsupported), so a colliding ID can never replace a queued message;
+ * on a collision the ID is redrawn.
+ *
+ * CRASH RECOVERY. DB_REGISTER notices a process that died inside the
+ * environment; the next opener runs recovery and every other process then
+ * gets DB_RUNRECOVERY, on which the library closes and reopens the
+ * environment and retries (once per operation). A lock wait ends after
+ * lock_timeout (a dead holder would otherwise block it forever) and is
+ * handled the same way. DB_REGISTER allows one environment handle per
+ * process: open the queue once per process, and never use a QUEUE in a
+ * child after fork(2).
+ *
+ * GROUP COMMIT. Index transactions commit without waiting for the disk and
+ * then flush the log (when index_sync = yes) before returning, so page
+ * locks are not held across an fsync and one log flush serves every
+ * process that committed meanwhile.
  */
 #ifndef ODMR_QUEUE_H
 #define ODMR_QUEUE_H
@@ -104,7 +123,8 @@ typedef struct {
 
 /* ---- opening ------------------------------------------------------------- */
 
-#define QUEUE_OPEN_CREATE 1   /* create the directory tree when missing */
+#define QUEUE_OPEN_CREATE 1   /* create the queue directory when missing
+                               * (missing subdirectories are always made) */
 #define QUEUE_OPEN_READONLY 2 /* no index writes (list/show) */
 
 /* Open the queue at dir: directories, the BDB environment (with recovery
@@ -136,8 +156,10 @@ void queue_writer_abort(QUEUE_WRITER **wp);
 
 typedef struct queue_file QUEUE_FILE;
 
-/* Open and parse a queue file. NULL with errno ENOENT when it is gone,
- * otherwise NULL with *error_r for a damaged file. */
+/* Open and parse a queue file. NULL with errno ENOENT (and no *error_r)
+ * when it is gone: a caller that got the ID from the index then calls
+ * queue_index_drop(). Otherwise NULL with *error_r, and errno EINVAL for a
+ * damaged file or a malformed ID, another errno for a system error. */
 QUEUE_FILE *queue_file_open(QUEUE *q, const char *id, int writable, char **error_r);
 const QUEUE_ENV *queue_file_env(const QUEUE_FILE *f);
 int queue_file_fd(const QUEUE_FILE *f); /* for sendfile of the content */
@@ -150,10 +172,18 @@ void queue_file_close(QUEUE_FILE **fp);
  * the domain's index entry; when every recipient of the file is final,
  * remove the file, its status file and every index entry. Deferred index
  * removal: records are batched and committed by queue_sync() (at most
- * every 100 calls): a crash before that re-sends, never loses. */
+ * every 100 calls): a crash before that re-sends, never loses.
+ * The status bytes are re-read from the disk under an fcntl lock on the
+ * file; when a recipient of this domain is still QUEUED (deferred) the
+ * domain's entry is kept. *fp is closed and set to NULL either way.
+ * A file closed after queue_file_mark() is fdatasync'd by queue_sync(),
+ * before the batched removals are committed. */
 int queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r);
 /* Commit batched index removals and fdatasync marked files. */
 int queue_sync(QUEUE *q, char **error_r);
+/* Drop one (domain, ID) index entry now, e.g. after queue_file_open()
+ * said ENOENT for an ID the index gave. 0 or -1. */
+int queue_index_drop(QUEUE *q, const char *domain, const char *id, char **error_r);
 
 /* Queue IDs indexed for a domain (lower-cased internally), oldest first.
  * Returns count (>= 0) with *ids_r a malloc'd array of malloc'd strings
@@ -162,10 +192,12 @@ ssize_t queue_domain_ids(QUEUE *q, const char *domain, char ***ids_r, char **err
 void queue_ids_free(char ***ids, size_t count);
 /* Does the domain have anything indexed? 1, 0 or -1. */
 int queue_domain_has_mail(QUEUE *q, const char *domain, char **error_r);
-/* Every indexed domain, in order: fn(domain, message count, ctx). */
+/* Every indexed domain, in order: fn(domain, message count, ctx). A
+ * non-zero return from fn stops the walk and is returned. */
 int queue_walk_domains(QUEUE *q, int (*fn)(const char *domain, size_t count, void *ctx),
                        void *ctx, char **error_r);
-/* Every queue file on disk: fn(id, ctx). */
+/* Every queue file on disk, oldest ID first: fn(id, ctx); fn may remove
+ * the file. A non-zero return from fn stops the walk and is returned. */
 int queue_walk_files(QUEUE *q, int (*fn)(const char *id, void *ctx), void *ctx,
                      char **error_r);
 
@@ -174,19 +206,26 @@ int queue_walk_files(QUEUE *q, int (*fn)(const char *id, void *ctx), void *ctx,
 /* Lock a domain for a flush (fcntl, released by the kernel when the
  * process dies). wait_ms 0 = do not wait. Returns an fd >= 0 (keep it; close
  * it with queue_unlock_domain), -2 when another process holds it, -1 on error
- * with *error_r. */
+ * with *error_r (also for a name that is not a valid domain).
+ * Open-file-description locks (F_OFD_SETLK): two locks of one domain also
+ * exclude each other inside one process; a child that inherits the fd
+ * shares the lock until both have closed it. */
 int queue_lock_domain(QUEUE *q, const char *domain, int wait_ms, char **error_r);
 void queue_unlock_domain(int fd);
 
 /* ---- administration ------------------------------------------------------ */
 
 /* Delete a message (file, status file, index entries) under the domain
- * locks of its recipients. 0, or -1 (errno ENOENT when unknown). */
+ * locks of its recipients (waiting up to 5 s for each). 0, or -1 with
+ * *error_r: errno ENOENT when unknown, EAGAIN when a domain stays busy.
+ * A damaged file is deleted too (its index entries are dropped when seen). */
 int queue_delete(QUEUE *q, const char *id, char **error_r);
 /* Rebuild the index from the files: empty it, walk msg/, add every
- * pending recipient's domain. Counts go to *files_r, *entries_r, damaged
- * files to *damaged_r. Also removes stale incoming/ files older than
- * one day. 0 or -1. */
+ * pending recipient's domain. Counts go to *files_r (files with queued
+ * recipients), *entries_r (index entries), damaged files to *damaged_r
+ * (each logged with msg_warn, left in place). A file whose recipients are
+ * all final is removed (a removal a crash interrupted). Also removes stale
+ * incoming/ files older than one day. 0 or -1. */
 int queue_reindex(QUEUE *q, size_t *files_r, size_t *entries_r, size_t *damaged_r,
                   char **error_r);
 

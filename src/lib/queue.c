@@ -1,0 +1,870 @@
+/*
+ * queue.c - the hold queue: opening, the Berkeley DB index, queue IDs,
+ * domain locks, batched index removal. Queue files live in queue_file.c.
+ * See queue.h for the layout, the file format and the durability order.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "queue_private.h"
+#include "util.h"
+
+/* Small on purpose: the index holds short keys and 18-byte IDs, so even a
+ * few million entries fit, and many processes map this region at once. */
+#define QUEUE_CACHE_BYTES (8U * 1024 * 1024)
+#define QUEUE_LOG_FILE_MAX (4U * 1024 * 1024)
+/* Reindex adds hundreds of entries per transaction; each page touched is
+ * one lock. */
+#define QUEUE_LOCK_MAX 20000
+#define QUEUE_LOCKER_MAX 4000
+#define QUEUE_TXN_RETRIES 50 /* index.db creation races */
+/* Checkpoint now and then so DB_LOG_AUTO_REMOVE can drop old log files
+ * and recovery after a crash stays short. */
+#define QUEUE_CHECKPOINT_EVERY 128
+#define QUEUE_CHECKPOINT_KBYTES 1024
+
+static const char *const queue_subdirs[] = {"incoming", "msg", "db", "lock", "status"};
+
+/* The last message Berkeley DB produced: appended to our error texts,
+ * because db_strerror() alone rarely says what went wrong. */
+static char queue_bdb_msg[256];
+
+static void
+queue_bdb_errcall(const DB_ENV *env, const char *prefix, const char *msg)
+{
+    str_copy(queue_bdb_msg, msg, sizeof(queue_bdb_msg));
+}
+
+void
+queue_error(char **error_r, const char *fmt, ...)
+{
+    va_list ap;
+    char *p;
+
+    if (error_r == NULL)
+        return;
+    va_start(ap, fmt);
+    if (vasprintf(&p, fmt, ap) < 0)
+        msg_fatal("out of memory formatting a string");
+    va_end(ap);
+    *error_r = p;
+}
+
+static void
+queue_db_error(char **error_r, const char *what, int ret)
+{
+    if (queue_bdb_msg[0])
+        queue_error(error_r, "queue index: %s: %s (%s)", what, db_strerror(ret), queue_bdb_msg);
+    else
+        queue_error(error_r, "queue index: %s: %s", what, db_strerror(ret));
+    queue_bdb_msg[0] = 0;
+}
+
+void
+queue_fault(const char *point)
+{
+    if (var_test_fault_point != NULL && var_test_fault_point[0] != 0
+        && strcmp(var_test_fault_point, point) == 0)
+        (void) kill(getpid(), SIGKILL);
+}
+
+/* ---- IDs ------------------------------------------------------------------ */
+
+int
+queue_id_valid(const char *id)
+{
+    size_t i;
+
+    for (i = 0; i < QUEUE_ID_LEN; i++) {
+        char c = id[i];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F')))
+            return 0;
+    }
+    return id[i] == 0;
+}
+
+static int
+hex_value(char c)
+{
+    return c <= '9' ? c - '0' : c - 'A' + 10;
+}
+
+int
+queue_xy_index(const char *id)
+{
+    return hex_value(id[QUEUE_ID_LEN - 2]) * 16 + hex_value(id[QUEUE_ID_LEN - 1]);
+}
+
+void
+queue_new_id(char *id_r)
+{
+    static long long last_us;
+    static pid_t seeded_pid;
+    static uint64_t state;
+    long sec, usec;
+    long long us;
+    pid_t pid = getpid();
+
+    /* Reseed after fork: children of one parent must not share a stream. */
+    if (pid != seeded_pid) {
+        if (getrandom(&state, sizeof(state), GRND_NONBLOCK) != (ssize_t) sizeof(state))
+            state = (uint64_t) time(NULL) * 6364136223846793005ULL;
+        state ^= (uint64_t) pid << 32;
+        if (state == 0)
+            state = 0x9E3779B97F4A7C15ULL;
+        seeded_pid = pid;
+        last_us = 0;
+    }
+    now_wall(&sec, &usec);
+    us = (long long) sec * 1000000 + usec;
+    /* Strictly increasing within a process even if the clock steps back. */
+    if (us <= last_us)
+        us = last_us + 1;
+    last_us = us;
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    (void) str_format(id_r, QUEUE_ID_LEN + 1, "%014llX%04X", us & 0xFFFFFFFFFFFFFFLL,
+                      (unsigned) (state >> 48) & 0xFFFFU);
+}
+
+/* ---- directories ---------------------------------------------------------- */
+
+int
+queue_xy_fd(QUEUE *q, const char *id, int create, char **error_r)
+{
+    int idx = queue_xy_index(id);
+    char name[3];
+    int fd;
+
+    if (q->xy_fd[idx] >= 0)
+        return q->xy_fd[idx];
+    name[0] = id[QUEUE_ID_LEN - 2];
+    name[1] = id[QUEUE_ID_LEN - 1];
+    name[2] = 0;
+    fd = openat(q->msg_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && create) {
+        if (mkdirat(q->msg_fd, name, 0700) < 0 && errno != EEXIST) {
+            queue_error(error_r, "mkdir %s/msg/%s: %m", q->dir, name);
+            return -1;
+        }
+        /* Also after EEXIST: the process that won the race may not have
+         * made the new entry durable yet, and our rename depends on it. */
+        if (fsync(q->msg_fd) < 0) {
+            queue_error(error_r, "fsync %s/msg: %m", q->dir);
+            return -1;
+        }
+        fd = openat(q->msg_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    if (fd < 0) {
+        int saved = errno;
+
+        if (errno != ENOENT)
+            queue_error(error_r, "open %s/msg/%s: %m", q->dir, name);
+        errno = saved;
+        return -1;
+    }
+    q->xy_fd[idx] = fd;
+    return fd;
+}
+
+static int
+queue_open_dirs(QUEUE *q, char **error_r)
+{
+    int *fds[] = {&q->incoming_fd, &q->msg_fd, NULL, &q->lock_fd, &q->status_fd};
+
+    if (q->flags & QUEUE_OPEN_CREATE) {
+        if (mkdir(q->dir, 0700) < 0 && errno != EEXIST) {
+            queue_error(error_r, "create queue directory %s: %m", q->dir);
+            return -1;
+        }
+    }
+    q->dir_fd = open(q->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (q->dir_fd < 0) {
+        queue_error(error_r, "open queue directory %s: %m", q->dir);
+        return -1;
+    }
+    for (size_t i = 0; i < ODMR_ARRAY_LEN(queue_subdirs); i++) {
+        /* Subdirectories are made even without QUEUE_OPEN_CREATE: an
+         * administrator who lost db/ must still be able to reindex. */
+        if (mkdirat(q->dir_fd, queue_subdirs[i], 0700) < 0 && errno != EEXIST) {
+            queue_error(error_r, "create %s/%s: %m", q->dir, queue_subdirs[i]);
+            return -1;
+        }
+        if (fds[i] == NULL)
+            continue;
+        *fds[i] = openat(q->dir_fd, queue_subdirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (*fds[i] < 0) {
+            queue_error(error_r, "open %s/%s: %m%s", q->dir, queue_subdirs[i],
+                        errno == ENOENT ? " (not a queue directory?)" : "");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- the Berkeley DB environment ------------------------------------------ */
+
+static void
+queue_env_close(QUEUE *q)
+{
+    if (q->db != NULL) {
+        (void) q->db->close(q->db, 0);
+        q->db = NULL;
+    }
+    if (q->env != NULL) {
+        (void) q->env->close(q->env, 0);
+        q->env = NULL;
+    }
+}
+
+static int
+queue_env_open(QUEUE *q, char **error_r)
+{
+    char *home = x_asprintf("%s/db", q->dir);
+    DB_ENV *env;
+    int ret;
+
+    queue_bdb_msg[0] = 0;
+    if ((ret = db_env_create(&env, 0)) != 0) {
+        queue_db_error(error_r, "db_env_create", ret);
+        free(home);
+        return -1;
+    }
+    env->set_errcall(env, queue_bdb_errcall);
+    (void) env->set_cachesize(env, 0, QUEUE_CACHE_BYTES, 1);
+    (void) env->set_lk_detect(env, DB_LOCK_DEFAULT);
+    (void) env->set_lk_max_locks(env, QUEUE_LOCK_MAX);
+    (void) env->set_lk_max_objects(env, QUEUE_LOCK_MAX);
+    (void) env->set_lk_max_lockers(env, QUEUE_LOCKER_MAX);
+    (void) env->set_lg_max(env, QUEUE_LOG_FILE_MAX);
+    (void) env->log_set_config(env, DB_LOG_AUTO_REMOVE, 1);
+    if (!var_index_sync)
+        (void) env->set_flags(env, DB_TXN_NOSYNC, 1);
+    ret = env->open(env, home,
+                    DB_CREATE | DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL
+                        | DB_REGISTER | DB_RECOVER,
+                    0600);
+    if (ret != 0) {
+        char *what = x_asprintf("open environment %s", home);
+
+        queue_db_error(error_r, what, ret);
+        free(what);
+        (void) env->close(env, 0);
+        free(home);
+        return -1;
+    }
+    free(home);
+    q->env = env;
+
+    /* Several processes may create index.db at the same moment. */
+    for (int attempt = 0;; attempt++) {
+        DB *db;
+
+        if ((ret = db_create(&db, env, 0)) != 0) {
+            queue_db_error(error_r, "db_create", ret);
+            break;
+        }
+        if ((ret = db->set_flags(db, DB_DUP | DB_DUPSORT)) == 0)
+            ret = db->open(db, NULL, "index.db", NULL, DB_BTREE, DB_CREATE | DB_AUTO_COMMIT,
+                           0600);
+        if (ret == 0) {
+            q->db = db;
+            return 0;
+        }
+        (void) db->close(db, 0);
+        if (ret != DB_LOCK_DEADLOCK || attempt >= QUEUE_TXN_RETRIES) {
+            queue_db_error(error_r, "open index.db", ret);
+            break;
+        }
+        usleep(1000);
+    }
+    queue_env_close(q);
+    return -1;
+}
+
+QUEUE *
+queue_open(const char *dir, int flags, char **error_r)
+{
+    QUEUE *q = x_calloc(1, sizeof(*q));
+
+    q->dir = x_strdup(dir);
+    q->flags = flags;
+    q->pid = getpid();
+    q->dir_fd = q->incoming_fd = q->msg_fd = q->status_fd = q->lock_fd = -1;
+    for (int i = 0; i < QUEUE_XY_DIRS; i++)
+        q->xy_fd[i] = -1;
+    if (queue_open_dirs(q, error_r) < 0 || queue_env_open(q, error_r) < 0) {
+        queue_close(&q);
+        return NULL;
+    }
+    return q;
+}
+
+static void
+queue_close_fd(int *fd)
+{
+    if (*fd >= 0)
+        (void) close(*fd);
+    *fd = -1;
+}
+
+void
+queue_close(QUEUE **qp)
+{
+    QUEUE *q = *qp;
+
+    if (q == NULL)
+        return;
+    *qp = NULL;
+    if (q->pid == getpid()) {
+        char *error = NULL;
+
+        if ((q->pending_count > 0 || q->sync_count > 0) && q->env != NULL
+            && queue_sync(q, &error) < 0) {
+            msg_warn("%s", error);
+            free(error);
+        }
+        if (q->env != NULL)
+            (void) q->env->txn_checkpoint(q->env, QUEUE_CHECKPOINT_KBYTES, 0, 0);
+        queue_env_close(q);
+    }
+    /* In a forked child the handles belong to the parent: the memory is
+     * freed but Berkeley DB is not touched. */
+    for (size_t i = 0; i < q->sync_count; i++)
+        (void) close(q->sync_fds[i]);
+    for (size_t i = 0; i < q->pending_count; i++)
+        free(q->pending[i].domain);
+    free(q->pending);
+    free(q->sync_fds);
+    for (int i = 0; i < QUEUE_XY_DIRS; i++)
+        queue_close_fd(&q->xy_fd[i]);
+    queue_close_fd(&q->incoming_fd);
+    queue_close_fd(&q->msg_fd);
+    queue_close_fd(&q->status_fd);
+    queue_close_fd(&q->lock_fd);
+    queue_close_fd(&q->dir_fd);
+    free(q->dir);
+    free(q);
+}
+
+const char *
+queue_dir(const QUEUE *q)
+{
+    return q->dir;
+}
+
+/* ---- transactions --------------------------------------------------------- */
+
+typedef int (*QUEUE_TXN_FN)(QUEUE *q, DB_TXN *txn, void *ctx);
+
+#define QUEUE_TXN_READ 1    /* read committed: locks go as the cursor moves */
+#define QUEUE_TXN_DURABLE 2 /* flush the log before returning (index_sync) */
+
+/*
+ * Run fn in a transaction; fn must be repeatable (it is run again after a
+ * conflict). The commit itself never waits for the disk: the log is flushed
+ * after the commit, once page locks are released, so concurrent writers of
+ * the same index page do not queue behind each other's fsync and one log
+ * flush covers every commit made meanwhile (group commit across processes).
+ * The caller still returns only after its commit record is on disk.
+ *
+ * Lock requests never block (DB_TXN_NOWAIT): a conflict aborts and retries
+ * after a short random pause. Berkeley DB would otherwise wait forever for
+ * a lock held by a process that was killed (its lock timeouts only fire
+ * when a deadlock detector runs). After lock_timeout of conflicts the
+ * environment is reopened once: DB_REGISTER then finds the dead process
+ * and recovers; a panicked environment (DB_RUNRECOVERY, because another
+ * process recovered it) is reopened the same way.
+ */
+static int
+queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
+              char **error_r)
+{
+    long timeout = var_lock_timeout > 0 ? var_lock_timeout : 10;
+    int64_t deadline = now_ms() + timeout * 1000;
+    useconds_t pause = 200;
+    int reopened = 0;
+    int ret = 0;
+
+    if (q->pid != getpid())
+        msg_panic("queue %s used after fork", q->dir);
+    for (long attempt = 0; attempt < 1000000; attempt++) {
+        DB_TXN *txn = NULL;
+
+        if (q->env == NULL && queue_env_open(q, error_r) < 0)
+            return -1;
+        ret = q->env->txn_begin(q->env, NULL, &txn,
+                                DB_TXN_NOWAIT
+                                    | ((flags & QUEUE_TXN_READ) ? DB_READ_COMMITTED : 0));
+        if (ret == 0) {
+            ret = fn(q, txn, ctx);
+            if (ret == 0)
+                ret = txn->commit(txn, DB_TXN_NOSYNC);
+            else
+                (void) txn->abort(txn);
+        }
+        if (ret == 0) {
+            if ((flags & QUEUE_TXN_DURABLE) && var_index_sync
+                && (ret = q->env->log_flush(q->env, NULL)) != 0)
+                break;
+            if (!(flags & QUEUE_TXN_READ) && ++q->commits >= QUEUE_CHECKPOINT_EVERY) {
+                q->commits = 0;
+                (void) q->env->txn_checkpoint(q->env, QUEUE_CHECKPOINT_KBYTES, 0, 0);
+            }
+            queue_bdb_msg[0] = 0;
+            return 0;
+        }
+        if ((ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED) && now_ms() < deadline) {
+            /* Random pause, growing: the same lockers should not collide
+             * again in lockstep. */
+            usleep(pause / 2 + (useconds_t) (random() % (long) pause));
+            if (pause < 20000)
+                pause *= 2;
+            continue;
+        }
+        if (ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED || ret == DB_RUNRECOVERY) {
+            if (reopened)
+                break;
+            reopened = 1;
+            msg_warn("queue index: %s: %s; reopening the environment", what,
+                     db_strerror(ret));
+            queue_env_close(q);
+            deadline = now_ms() + timeout * 1000;
+            pause = 200;
+            continue;
+        }
+        break;
+    }
+    queue_db_error(error_r, what, ret);
+    return -1;
+}
+
+static void
+dbt_set(DBT *dbt, const void *data, size_t len)
+{
+    memset(dbt, 0, sizeof(*dbt));
+    dbt->data = (void *) data;
+    dbt->size = (u_int32_t) len;
+}
+
+/* ---- index operations ----------------------------------------------------- */
+
+typedef struct {
+    char *const *domains;
+    size_t count;
+    const char *id;
+} QUEUE_ADD_CTX;
+
+static int
+queue_add_fn(QUEUE *q, DB_TXN *txn, void *ctx)
+{
+    QUEUE_ADD_CTX *a = ctx;
+
+    for (size_t i = 0; i < a->count; i++) {
+        DBT key, data;
+        int ret;
+
+        dbt_set(&key, a->domains[i], strlen(a->domains[i]));
+        dbt_set(&data, a->id, QUEUE_ID_LEN);
+        ret = q->db->put(q->db, txn, &key, &data, DB_NODUPDATA);
+        if (ret != 0 && ret != DB_KEYEXIST)
+            return ret;
+    }
+    return 0;
+}
+
+int
+queue_index_add(QUEUE *q, char *const *domains, size_t count, const char *id, char **error_r)
+{
+    QUEUE_ADD_CTX a = {domains, count, id};
+
+    if (q->flags & QUEUE_OPEN_READONLY) {
+        queue_error(error_r, "queue %s: opened read-only", q->dir);
+        return -1;
+    }
+    return queue_txn_run(q, "add", QUEUE_TXN_DURABLE, queue_add_fn, &a, error_r);
+}
+
+typedef struct {
+    const QUEUE_PAIR *pairs;
+    size_t count;
+} QUEUE_PAIRS_CTX;
+
+static int
+queue_add_pairs_fn(QUEUE *q, DB_TXN *txn, void *ctx)
+{
+    QUEUE_PAIRS_CTX *a = ctx;
+
+    for (size_t i = 0; i < a->count; i++) {
+        DBT key, data;
+        int ret;
+
+        dbt_set(&key, a->pairs[i].domain, strlen(a->pairs[i].domain));
+        dbt_set(&data, a->pairs[i].id, QUEUE_ID_LEN);
+        ret = q->db->put(q->db, txn, &key, &data, DB_NODUPDATA);
+        if (ret != 0 && ret != DB_KEYEXIST)
+            return ret;
+    }
+    return 0;
+}
+
+int
+queue_index_add_pairs(QUEUE *q, const QUEUE_PAIR *pairs, size_t count, char **error_r)
+{
+    QUEUE_PAIRS_CTX a = {pairs, count};
+
+    if (count == 0)
+        return 0;
+    if (q->flags & QUEUE_OPEN_READONLY) {
+        queue_error(error_r, "queue %s: opened read-only", q->dir);
+        return -1;
+    }
+    return queue_txn_run(q, "add", QUEUE_TXN_DURABLE, queue_add_pairs_fn, &a, error_r);
+}
+
+static int
+queue_remove_fn(QUEUE *q, DB_TXN *txn, void *ctx)
+{
+    QUEUE_PAIRS_CTX *r = ctx;
+    DBC *cur;
+    int ret;
+
+    if ((ret = q->db->cursor(q->db, txn, &cur, 0)) != 0)
+        return ret;
+    for (size_t i = 0; i < r->count && ret == 0; i++) {
+        DBT key, data;
+
+        dbt_set(&key, r->pairs[i].domain, strlen(r->pairs[i].domain));
+        dbt_set(&data, r->pairs[i].id, QUEUE_ID_LEN);
+        ret = cur->get(cur, &key, &data, DB_GET_BOTH);
+        if (ret == 0)
+            ret = cur->del(cur, 0);
+        else if (ret == DB_NOTFOUND)
+            ret = 0;
+    }
+    (void) cur->close(cur);
+    return ret;
+}
+
+int
+queue_index_remove(QUEUE *q, const QUEUE_PAIR *pairs, size_t count, char **error_r)
+{
+    QUEUE_PAIRS_CTX r = {pairs, count};
+
+    if (count == 0)
+        return 0;
+    if (q->flags & QUEUE_OPEN_READONLY) {
+        queue_error(error_r, "queue %s: opened read-only", q->dir);
+        return -1;
+    }
+    /* Not durable on its own: losing a removal re-sends, never loses. */
+    return queue_txn_run(q, "remove", 0, queue_remove_fn, &r, error_r);
+}
+
+int
+queue_index_drop(QUEUE *q, const char *domain, const char *id, char **error_r)
+{
+    QUEUE_PAIR pair;
+    int ret;
+
+    if (!queue_id_valid(id)) {
+        queue_error(error_r, "bad queue ID \"%.40s\"", id);
+        return -1;
+    }
+    pair.domain = str_lower(x_strdup(domain));
+    memcpy(pair.id, id, QUEUE_ID_LEN + 1);
+    ret = queue_index_remove(q, &pair, 1, error_r);
+    free(pair.domain);
+    return ret;
+}
+
+static int
+queue_truncate_fn(QUEUE *q, DB_TXN *txn, void *ctx)
+{
+    u_int32_t count;
+
+    return q->db->truncate(q->db, txn, &count, 0);
+}
+
+int
+queue_index_truncate(QUEUE *q, char **error_r)
+{
+    if (q->flags & QUEUE_OPEN_READONLY) {
+        queue_error(error_r, "queue %s: opened read-only", q->dir);
+        return -1;
+    }
+    return queue_txn_run(q, "truncate", QUEUE_TXN_DURABLE, queue_truncate_fn, NULL, error_r);
+}
+
+typedef struct {
+    const char *domain;
+    char **ids;
+    size_t count, alloc;
+} QUEUE_IDS_CTX;
+
+static int
+queue_ids_fn(QUEUE *q, DB_TXN *txn, void *ctx)
+{
+    QUEUE_IDS_CTX *c = ctx;
+    DBT key, data;
+    DBC *cur;
+    int ret;
+
+    /* Start over after a deadlock retry. */
+    queue_ids_free(&c->ids, c->count);
+    c->count = c->alloc = 0;
+    if ((ret = q->db->cursor(q->db, txn, &cur, 0)) != 0)
+        return ret;
+    dbt_set(&key, c->domain, strlen(c->domain));
+    dbt_set(&data, NULL, 0);
+    for (ret = cur->get(cur, &key, &data, DB_SET); ret == 0;
+         ret = cur->get(cur, &key, &data, DB_NEXT_DUP)) {
+        if (data.size != QUEUE_ID_LEN)
+            continue;
+        if (c->count == c->alloc) {
+            c->alloc = c->alloc ? c->alloc * 2 : 16;
+            c->ids = x_realloc(c->ids, c->alloc * sizeof(*c->ids));
+        }
+        c->ids[c->count++] = x_strndup(data.data, data.size);
+    }
+    (void) cur->close(cur);
+    return ret == DB_NOTFOUND ? 0 : ret;
+}
+
+ssize_t
+queue_domain_ids(QUEUE *q, const char *domain, char ***ids_r, char **error_r)
+{
+    char *key = str_lower(x_strdup(domain));
+    QUEUE_IDS_CTX c = {key, NULL, 0, 0};
+    int ret;
+
+    ret = queue_txn_run(q, "lookup", QUEUE_TXN_READ, queue_ids_fn, &c, error_r);
+    free(key);
+    if (ret < 0) {
+        queue_ids_free(&c.ids, c.count);
+        return -1;
+    }
+    *ids_r = c.ids;
+    return (ssize_t) c.count;
+}
+
+void
+queue_ids_free(char ***ids, size_t count)
+{
+    if (*ids == NULL)
+        return;
+    for (size_t i = 0; i < count; i++)
+        free((*ids)[i]);
+    x_free(ids);
+}
+
+typedef struct {
+    const char *domain;
+    int found;
+} QUEUE_HAS_CTX;
+
+static int
+queue_has_fn(QUEUE *q, DB_TXN *txn, void *ctx)
+{
+    QUEUE_HAS_CTX *h = ctx;
+    DBT key, data;
+    int ret;
+
+    dbt_set(&key, h->domain, strlen(h->domain));
+    dbt_set(&data, NULL, 0);
+    ret = q->db->get(q->db, txn, &key, &data, 0);
+    h->found = ret == 0;
+    return ret == DB_NOTFOUND ? 0 : ret;
+}
+
+int
+queue_domain_has_mail(QUEUE *q, const char *domain, char **error_r)
+{
+    char *key = str_lower(x_strdup(domain));
+    QUEUE_HAS_CTX h = {key, 0};
+    int ret;
+
+    ret = queue_txn_run(q, "lookup", QUEUE_TXN_READ, queue_has_fn, &h, error_r);
+    free(key);
+    return ret < 0 ? -1 : h.found;
+}
+
+typedef struct {
+    char **domains;
+    size_t *counts;
+    size_t count, alloc;
+} QUEUE_WALK_CTX;
+
+static void
+queue_walk_reset(QUEUE_WALK_CTX *w)
+{
+    for (size_t i = 0; i < w->count; i++)
+        free(w->domains[i]);
+    w->count = 0;
+}
+
+static int
+queue_walk_fn(QUEUE *q, DB_TXN *txn, void *ctx)
+{
+    QUEUE_WALK_CTX *w = ctx;
+    DBT key, data;
+    DBC *cur;
+    int ret;
+
+    queue_walk_reset(w);
+    if ((ret = q->db->cursor(q->db, txn, &cur, 0)) != 0)
+        return ret;
+    dbt_set(&key, NULL, 0);
+    dbt_set(&data, NULL, 0);
+    while ((ret = cur->get(cur, &key, &data, DB_NEXT_NODUP)) == 0) {
+        db_recno_t n = 0;
+
+        if ((ret = cur->count(cur, &n, 0)) != 0)
+            break;
+        if (w->count == w->alloc) {
+            w->alloc = w->alloc ? w->alloc * 2 : 64;
+            w->domains = x_realloc(w->domains, w->alloc * sizeof(*w->domains));
+            w->counts = x_realloc(w->counts, w->alloc * sizeof(*w->counts));
+        }
+        w->domains[w->count] = x_strndup(key.data, key.size);
+        w->counts[w->count++] = n;
+    }
+    (void) cur->close(cur);
+    return ret == DB_NOTFOUND ? 0 : ret;
+}
+
+int
+queue_walk_domains(QUEUE *q, int (*fn)(const char *domain, size_t count, void *ctx),
+                   void *ctx, char **error_r)
+{
+    QUEUE_WALK_CTX w = {NULL, NULL, 0, 0};
+    int ret;
+
+    /* Collected first, called back after the transaction: a callback may
+     * take its time or use the index itself without holding our locks. */
+    ret = queue_txn_run(q, "walk", QUEUE_TXN_READ, queue_walk_fn, &w, error_r);
+    for (size_t i = 0; ret == 0 && i < w.count; i++)
+        ret = fn(w.domains[i], w.counts[i], ctx);
+    queue_walk_reset(&w);
+    free(w.domains);
+    free(w.counts);
+    return ret;
+}
+
+/* ---- batched removal ------------------------------------------------------ */
+
+void
+queue_pending_add(QUEUE *q, const char *domain, const char *id)
+{
+    if (q->pending_count == q->pending_alloc) {
+        q->pending_alloc = q->pending_alloc ? q->pending_alloc * 2 : 32;
+        q->pending = x_realloc(q->pending, q->pending_alloc * sizeof(*q->pending));
+    }
+    q->pending[q->pending_count].domain = x_strdup(domain);
+    memcpy(q->pending[q->pending_count].id, id, QUEUE_ID_LEN + 1);
+    q->pending_count++;
+}
+
+void
+queue_sync_fd_add(QUEUE *q, int fd)
+{
+    if (q->sync_count == q->sync_alloc) {
+        q->sync_alloc = q->sync_alloc ? q->sync_alloc * 2 : 32;
+        q->sync_fds = x_realloc(q->sync_fds, q->sync_alloc * sizeof(*q->sync_fds));
+    }
+    q->sync_fds[q->sync_count++] = fd;
+}
+
+int
+queue_sync(QUEUE *q, char **error_r)
+{
+    int ret = 0;
+
+    /* Status bytes first: an index entry may only go once the marks that
+     * justify its removal are on disk. */
+    for (size_t i = 0; i < q->sync_count; i++) {
+        if (fdatasync(q->sync_fds[i]) < 0 && ret == 0) {
+            queue_error(error_r, "fdatasync queue file: %m");
+            ret = -1;
+        }
+        (void) close(q->sync_fds[i]);
+    }
+    q->sync_count = 0;
+    if (ret < 0)
+        return -1;
+    if (q->pending_count > 0) {
+        if (queue_index_remove(q, q->pending, q->pending_count, error_r) < 0)
+            return -1;
+        for (size_t i = 0; i < q->pending_count; i++)
+            free(q->pending[i].domain);
+        q->pending_count = 0;
+    }
+    return 0;
+}
+
+/* ---- domain locks --------------------------------------------------------- */
+
+int
+queue_lock_domain(QUEUE *q, const char *domain, int wait_ms, char **error_r)
+{
+    char name[256];
+    int64_t deadline = now_ms() + (wait_ms > 0 ? wait_ms : 0);
+    useconds_t pause = 5000;
+    struct flock fl;
+    int fd;
+
+    /* Validated and lower-cased: the name becomes a path under lock/. */
+    if (!domain_valid(domain) || str_copy(name, domain, sizeof(name)) >= sizeof(name)) {
+        queue_error(error_r, "bad domain name \"%.100s\"", domain);
+        return -1;
+    }
+    str_lower(name);
+    fd = openat(q->lock_fd, name, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        queue_error(error_r, "open %s/lock/%s: %m", q->dir, name);
+        return -1;
+    }
+    for (;;) {
+        /* Open file description locks: two flushes in one process exclude
+         * each other too, and closing some other descriptor of the file
+         * does not drop the lock as it would with process-owned locks. */
+        memset(&fl, 0, sizeof(fl));
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+            return fd;
+        if (errno != EAGAIN && errno != EACCES && errno != EINTR) {
+            queue_error(error_r, "lock %s/lock/%s: %m", q->dir, name);
+            (void) close(fd);
+            return -1;
+        }
+        if (now_ms() >= deadline) {
+            (void) close(fd);
+            return -2;
+        }
+        usleep(pause);
+        if (pause < 100000)
+            pause *= 2;
+    }
+}
+
+void
+queue_unlock_domain(int fd)
+{
+    if (fd >= 0)
+        (void) close(fd);
+}

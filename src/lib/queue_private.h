@@ -1,0 +1,82 @@
+/*
+ * queue_private.h - internals shared by queue.c (environment, index, locks,
+ * IDs) and queue_file.c (queue files: writer, reader, removal, reindex).
+ * Nothing outside src/lib/queue*.c includes this.
+ */
+#ifndef ODMR_QUEUE_PRIVATE_H
+#define ODMR_QUEUE_PRIVATE_H
+
+#include <db.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "queue.h"
+#include "util.h"
+
+#define QUEUE_XY_DIRS 256
+/* Where the ID starts in a queue file: strlen("ODMRQ 1\nid "). */
+#define QUEUE_ID_LINE_OFFSET 11
+
+/* One pending index removal, committed by queue_sync(). */
+typedef struct {
+    char *domain;
+    char id[QUEUE_ID_LEN + 1];
+} QUEUE_PAIR;
+
+struct queue {
+    char *dir;
+    int flags;
+    pid_t pid;             /* opener: a forked child must not touch the env */
+    int dir_fd;            /* the queue directory and its subdirectories, */
+    int incoming_fd;       /* kept open so every file operation is a *at() */
+    int msg_fd;            /* call without path lookups from the root */
+    int status_fd;
+    int lock_fd;
+    int xy_fd[QUEUE_XY_DIRS]; /* msg/XY, opened on first use, -1 before */
+    DB_ENV *env;
+    DB *db;
+    unsigned commits;      /* since the last checkpoint attempt */
+    QUEUE_PAIR *pending;   /* batched index removals */
+    size_t pending_count, pending_alloc;
+    int *sync_fds;         /* marked files waiting for fdatasync */
+    size_t sync_count, sync_alloc;
+};
+
+struct queue_file {
+    QUEUE *q;
+    int fd;
+    int writable;
+    int marked;
+    QUEUE_ENV env;
+};
+
+/* Pending removals / syncs before queue_sync() runs by itself. */
+#define QUEUE_BATCH_MAX 100
+
+/* queue.c */
+/* *error_r = formatted text (malloc'd); nothing when error_r is NULL. */
+void queue_error(char **error_r, const char *fmt, ...) ODMR_PRINTF(2, 3);
+int queue_id_valid(const char *id);
+void queue_new_id(char *id_r);
+int queue_xy_index(const char *id);
+int queue_xy_fd(QUEUE *q, const char *id, int create, char **error_r);
+/* Add (domain, id) for each domain in one transaction (durable when
+ * index_sync): 0 or -1. */
+int queue_index_add(QUEUE *q, char *const *domains, size_t count, const char *id,
+                    char **error_r);
+/* Add pairs in one transaction (existing pairs are fine): 0 or -1. */
+int queue_index_add_pairs(QUEUE *q, const QUEUE_PAIR *pairs, size_t count, char **error_r);
+/* Remove pairs in one transaction (missing pairs are fine): 0 or -1. */
+int queue_index_remove(QUEUE *q, const QUEUE_PAIR *pairs, size_t count, char **error_r);
+/* Empty the index: 0 or -1. */
+int queue_index_truncate(QUEUE *q, char **error_r);
+void queue_pending_add(QUEUE *q, const char *domain, const char *id);
+void queue_sync_fd_add(QUEUE *q, int fd);
+
+/* queue_file.c */
+/* Distinct lower-cased recipient domains of env (only QUEUED ones when
+ * queued_only); malloc'd array of malloc'd strings. */
+size_t queue_env_domains(const QUEUE_ENV *env, int queued_only, char ***domains_r);
+void queue_strings_free(char ***list, size_t count);
+
+#endif

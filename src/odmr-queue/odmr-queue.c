@@ -1,0 +1,641 @@
+/*
+ * NAME
+ *     odmr-queue - inspect and manage the ODMR hold queue
+ *
+ * SYNOPSIS
+ *     odmr-queue [-v] [-c config_dir] [-o name=value] list [domain]
+ *     odmr-queue [options] summary
+ *     odmr-queue [options] show queue_id
+ *     odmr-queue [options] delete queue_id...
+ *     odmr-queue [options] delete -d domain
+ *     odmr-queue [options] reindex
+ *     odmr-queue [options] stats [--json]
+ *
+ * DESCRIPTION
+ *     odmr-queue is the administrator's tool for the hold queue that
+ *     odmr-store fills and odmrd empties. Messages are named by their queue
+ *     ID (18 hexadecimal digits); recipients have a status: queued,
+ *     delivered or failed.
+ *
+ *     list [domain]
+ *         Like mailq(1): for each message (every message, or those indexed
+ *         for domain) the queue ID, the size in bytes, the arrival date and
+ *         the sender ("<>" for the null sender), then one indented line per
+ *         recipient with its status. Damaged files are listed with the
+ *         reason. The last line is "-- N Kbytes in M Requests.".
+ *
+ *     summary
+ *         One line per domain that has mail in the index: domain, number
+ *         of messages, bytes, and the age of the oldest message.
+ *
+ *     show queue_id
+ *         The envelope (one "name: value" line per field, the recipients
+ *         with NOTIFY, ORCPT and status, the failure texts recorded so far),
+ *         an empty line, then the content exactly as stored: SMTP wire form,
+ *         CRLF line ends, dot-stuffed, ending with "." on a line of its own.
+ *
+ *     delete queue_id...
+ *         Delete messages (file, failure texts, index entries). Each
+ *         message's domains are locked first, so a delete waits (up to
+ *         5 seconds) for a flush of one of them to end.
+ *
+ *     delete -d domain
+ *         Drop every queued recipient of domain: under the domain lock, each
+ *         such recipient is marked failed ("deleted by the administrator",
+ *         no bounce is sent) and a message whose recipients are then all
+ *         final is removed. Recipients in other domains stay queued.
+ *
+ *     reindex
+ *         Rebuild the Berkeley DB index from the queue files (after a crash
+ *         that left files without index entries, or a lost db/ directory),
+ *         and remove incoming/ files older than a day. Reports the counts;
+ *         damaged files are reported and left alone. Safe while the queue
+ *         is in use; run it from a timer now and then.
+ *
+ *     stats [--json]
+ *         Totals: messages, recipients queued, delivered and failed, bytes,
+ *         domains with mail, the oldest message, damaged files. With
+ *         --json, one JSON object.
+ *
+ *     Options:
+ *     -c config_dir   read config_dir/odmr.cf (default $MAIL_CONFIG, else
+ *                     /etc/postfix).
+ *     -o name=value   override a parameter of odmr.cf.
+ *     -v              verbose logging.
+ *
+ * SECURITY
+ *     Run as root or as the owner of the queue directory. Run as root, the
+ *     program first becomes the owner of queue_directory, so that nothing
+ *     it creates there (index log files, lock files) is owned by root.
+ *     Nothing is setuid.
+ *
+ * DIAGNOSTICS
+ *     Problems go to stderr and to syslog (facility mail).
+ *
+ * EXIT STATUS
+ *     0   success.
+ *     64  (EX_USAGE) bad command line.
+ *     66  (EX_NOINPUT) an unknown queue ID (for delete: at least one).
+ *     75  (EX_TEMPFAIL) the queue could not be opened or read, a domain
+ *         stayed locked, an index error; try again later.
+ *
+ * CONFIGURATION PARAMETERS
+ *     queue_directory (default: /var/spool/postfix-odmr)
+ *         The hold queue.
+ *     index_sync (default: yes)
+ *         Flush the index log at every index change.
+ *     lock_timeout (default: 10s)
+ *         How long an index operation retries while others hold its locks.
+ *     syslog_name (default: postfix), syslog_facility (default: mail),
+ *     log_file (default: empty)
+ *         Logging.
+ *
+ * SEE ALSO
+ *     odmr-store(8), odmrd(8), odmr.cf(5), mailq(1)
+ */
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "queue.h"
+#include "util.h"
+
+#define DELETE_WAIT_MS 5000
+
+static void
+usage(void)
+{
+    fprintf(stderr,
+            "usage: odmr-queue [-v] [-c config_dir] [-o name=value] command\n"
+            "  list [domain] | summary | show queue_id | delete queue_id... |\n"
+            "  delete -d domain | reindex | stats [--json]\n");
+    exit(EX_USAGE);
+}
+
+/* As root, become the queue owner: root-owned files in the queue would
+ * lock the odmr user out of its own index. */
+static void
+drop_privileges(const char *dir)
+{
+    struct stat st;
+
+    if (geteuid() != 0)
+        return;
+    if (stat(dir, &st) < 0)
+        msg_fatal("queue directory %s: %m", dir);
+    if (st.st_uid == 0)
+        return;
+    if (setgroups(0, NULL) < 0 || setgid(st.st_gid) < 0 || setuid(st.st_uid) < 0)
+        msg_fatal("cannot become the owner of %s (uid %ld): %m", dir, (long) st.st_uid);
+}
+
+static const char *
+status_name(int status)
+{
+    switch (status) {
+    case QUEUE_RCPT_QUEUED:
+        return "queued";
+    case QUEUE_RCPT_DELIVERED:
+        return "delivered";
+    case QUEUE_RCPT_FAILED:
+        return "failed";
+    default:
+        return "unknown";
+    }
+}
+
+static void
+format_date(long sec, char *buf, size_t size)
+{
+    time_t t = (time_t) sec;
+    struct tm tm;
+
+    if (localtime_r(&t, &tm) == NULL || strftime(buf, size, "%a %b %e %H:%M:%S", &tm) == 0)
+        str_copy(buf, "?", size);
+}
+
+static void
+format_age(long seconds, char *buf, size_t size)
+{
+    if (seconds < 0)
+        seconds = 0;
+    if (seconds >= 86400)
+        (void) str_format(buf, size, "%ldd%02ldh", seconds / 86400, seconds % 86400 / 3600);
+    else if (seconds >= 3600)
+        (void) str_format(buf, size, "%ldh%02ldm", seconds / 3600, seconds % 3600 / 60);
+    else
+        (void) str_format(buf, size, "%ldm%02lds", seconds / 60, seconds % 60);
+}
+
+/* ---- list ----------------------------------------------------------------- */
+
+typedef struct {
+    QUEUE *q;
+    long long bytes;
+    size_t count;
+} LIST_CTX;
+
+static int
+list_one(const char *id, void *ctx)
+{
+    LIST_CTX *l = ctx;
+    char *error = NULL;
+    QUEUE_FILE *f = queue_file_open(l->q, id, 0, &error);
+    const QUEUE_ENV *env;
+    char date[64];
+
+    if (f == NULL) {
+        if (errno != ENOENT) {
+            printf("%-18s  (%s)\n\n", id, error ? error : "unreadable");
+            l->count++;
+        }
+        free(error);
+        return 0;
+    }
+    env = queue_file_env(f);
+    format_date(env->arrival_sec, date, sizeof(date));
+    printf("%-18s %8lld %s  %s\n", env->id, env->content_length, date,
+           env->sender[0] ? env->sender : "<>");
+    for (size_t i = 0; i < env->rcpt_count; i++)
+        printf("%30s %s (%s)\n", "", env->rcpt[i].address, status_name(env->rcpt[i].status));
+    printf("\n");
+    l->bytes += env->content_length;
+    l->count++;
+    queue_file_close(&f);
+    return 0;
+}
+
+static int
+cmd_list(QUEUE *q, const char *domain)
+{
+    LIST_CTX l = {q, 0, 0};
+    char *error = NULL;
+
+    if (domain != NULL) {
+        char **ids = NULL;
+        ssize_t n = queue_domain_ids(q, domain, &ids, &error);
+
+        if (n < 0)
+            msg_fatal("%s", error);
+        for (ssize_t i = 0; i < n; i++)
+            (void) list_one(ids[i], &l);
+        queue_ids_free(&ids, (size_t) n);
+    } else if (queue_walk_files(q, list_one, &l, &error) < 0) {
+        msg_fatal("%s", error);
+    }
+    if (l.count == 0)
+        printf("Mail queue is empty\n");
+    else
+        printf("-- %lld Kbytes in %zu Request%s.\n", (l.bytes + 1023) / 1024, l.count,
+               l.count == 1 ? "" : "s");
+    return EX_OK;
+}
+
+/* ---- summary -------------------------------------------------------------- */
+
+static int
+summary_one(const char *domain, size_t count, void *ctx)
+{
+    QUEUE *q = ctx;
+    char **ids = NULL, *error = NULL, age[32];
+    long long bytes = 0;
+    long oldest = 0;
+    size_t found = 0;
+    ssize_t n = queue_domain_ids(q, domain, &ids, &error);
+
+    if (n < 0)
+        msg_fatal("%s", error);
+    for (ssize_t i = 0; i < n; i++) {
+        QUEUE_FILE *f = queue_file_open(q, ids[i], 0, &error);
+
+        if (f == NULL) {
+            x_free(&error);
+            continue;
+        }
+        bytes += queue_file_env(f)->content_length;
+        if (found == 0 || queue_file_env(f)->arrival_sec < oldest)
+            oldest = queue_file_env(f)->arrival_sec;
+        found++;
+        queue_file_close(&f);
+    }
+    queue_ids_free(&ids, (size_t) n);
+    if (found > 0)
+        format_age((long) time(NULL) - oldest, age, sizeof(age));
+    else
+        str_copy(age, "-", sizeof(age));
+    printf("%-40s %8zu %12lld %10s\n", domain, found, bytes, age);
+    return 0;
+}
+
+static int
+cmd_summary(QUEUE *q)
+{
+    char *error = NULL;
+
+    printf("%-40s %8s %12s %10s\n", "DOMAIN", "MESSAGES", "BYTES", "OLDEST");
+    if (queue_walk_domains(q, summary_one, q, &error) < 0)
+        msg_fatal("%s", error);
+    return EX_OK;
+}
+
+/* ---- show ----------------------------------------------------------------- */
+
+static void
+copy_out(int fd, off_t offset, long long length)
+{
+    char buf[65536];
+
+    while (length > 0) {
+        size_t want = length < (long long) sizeof(buf) ? (size_t) length : sizeof(buf);
+        ssize_t n = pread(fd, buf, want, offset);
+
+        if (n <= 0)
+            msg_fatal("read queue file: %s", n < 0 ? strerror(errno) : "short file");
+        if (fwrite(buf, 1, (size_t) n, stdout) != (size_t) n)
+            msg_fatal("write to stdout: %m");
+        offset += n;
+        length -= n;
+    }
+}
+
+static int
+cmd_show(QUEUE *q, const char *id)
+{
+    char *error = NULL, date[64], path[512], line[1200];
+    QUEUE_FILE *f = queue_file_open(q, id, 0, &error);
+    const QUEUE_ENV *env;
+    FILE *fp;
+
+    if (f == NULL) {
+        if (errno == ENOENT || errno == EINVAL) {
+            if (error != NULL)
+                msg_warn("%s", error);
+            else
+                msg_warn("%s: no such message", id);
+            return EX_NOINPUT;
+        }
+        msg_fatal("%s", error);
+    }
+    env = queue_file_env(f);
+    format_date(env->arrival_sec, date, sizeof(date));
+    printf("id: %s\narrival: %s (%ld.%06ld)\nsender: <%s>\nsize: %lld\n", env->id, date,
+           env->arrival_sec, env->arrival_usec, env->sender, env->size);
+    if (env->envid)
+        printf("envid: %s\n", env->envid);
+    if (env->ret)
+        printf("ret: %s\n", env->ret);
+    if (env->body)
+        printf("body: %s\n", env->body);
+    if (env->smtputf8)
+        printf("smtputf8: yes\n");
+    if (env->client)
+        printf("client: %s\n", env->client);
+    if (env->helo)
+        printf("helo: %s\n", env->helo);
+    if (env->protocol)
+        printf("protocol: %s\n", env->protocol);
+    for (size_t i = 0; i < env->rcpt_count; i++)
+        printf("recipient %zu: <%s> status=%s notify=%s orcpt=%s\n", i, env->rcpt[i].address,
+               status_name(env->rcpt[i].status), env->rcpt[i].notify ? env->rcpt[i].notify : "-",
+               env->rcpt[i].orcpt ? env->rcpt[i].orcpt : "-");
+    if (str_format(path, sizeof(path), "%s/status/%s", queue_dir(q), env->id) == 0
+        && (fp = fopen(path, "r")) != NULL) {
+        while (fgets(line, sizeof(line), fp) != NULL)
+            printf("result: %s", line);
+        fclose(fp);
+    }
+    printf("content: %lld bytes\n\n", env->content_length);
+    fflush(stdout);
+    copy_out(queue_file_fd(f), env->content_offset, env->content_length);
+    if (fflush(stdout) != 0)
+        msg_fatal("write to stdout: %m");
+    queue_file_close(&f);
+    return EX_OK;
+}
+
+/* ---- delete --------------------------------------------------------------- */
+
+static int
+cmd_delete_ids(QUEUE *q, int argc, char **argv)
+{
+    int status = EX_OK;
+
+    for (int i = 0; i < argc; i++) {
+        char id[QUEUE_ID_LEN + 1];
+        char *error = NULL;
+
+        str_copy(id, argv[i], sizeof(id));
+        for (char *p = id; *p; p++)
+            if (*p >= 'a' && *p <= 'f')
+                *p -= 'a' - 'A';
+        if (strlen(argv[i]) != QUEUE_ID_LEN) {
+            msg_warn("%s: bad queue ID", argv[i]);
+            status = status == EX_OK ? EX_NOINPUT : status;
+            continue;
+        }
+        if (queue_delete(q, id, &error) == 0) {
+            printf("%s: deleted\n", id);
+            msg_info("%s: removed by the administrator", id);
+        } else if (errno == ENOENT) {
+            msg_warn("%s", error ? error : "no such message");
+            status = status == EX_OK ? EX_NOINPUT : status;
+        } else {
+            msg_warn("%s", error ? error : "delete failed");
+            status = EX_TEMPFAIL;
+        }
+        free(error);
+    }
+    return status;
+}
+
+static int
+cmd_delete_domain(QUEUE *q, const char *domain)
+{
+    char **ids = NULL, *error = NULL;
+    size_t rcpts = 0, removed = 0;
+    ssize_t n;
+    int lock;
+
+    lock = queue_lock_domain(q, domain, DELETE_WAIT_MS, &error);
+    if (lock == -2) {
+        msg_warn("domain %s is being flushed; try again later", domain);
+        return EX_TEMPFAIL;
+    }
+    if (lock < 0) {
+        msg_warn("%s", error);
+        return domain_valid(domain) ? EX_TEMPFAIL : EX_USAGE;
+    }
+    if ((n = queue_domain_ids(q, domain, &ids, &error)) < 0)
+        msg_fatal("%s", error);
+    for (ssize_t i = 0; i < n; i++) {
+        QUEUE_FILE *f = queue_file_open(q, ids[i], 1, &error);
+        const QUEUE_ENV *env;
+        int all_final = 1;
+
+        if (f == NULL) {
+            if (errno == ENOENT) {
+                if (queue_index_drop(q, domain, ids[i], &error) < 0)
+                    msg_fatal("%s", error);
+            } else {
+                msg_warn("%s", error);
+                x_free(&error);
+            }
+            continue;
+        }
+        env = queue_file_env(f);
+        for (size_t r = 0; r < env->rcpt_count; r++) {
+            const char *d = addr_domain(env->rcpt[r].address);
+
+            if (env->rcpt[r].status == QUEUE_RCPT_QUEUED && d && str_casecmp(d, domain) == 0) {
+                if (queue_file_mark(f, r, QUEUE_RCPT_FAILED, "deleted by the administrator") < 0)
+                    msg_fatal("%s: mark recipient: %m", ids[i]);
+                rcpts++;
+            }
+            if (env->rcpt[r].status == QUEUE_RCPT_QUEUED)
+                all_final = 0;
+        }
+        if (all_final)
+            removed++;
+        if (queue_file_done(q, &f, domain, &error) < 0)
+            msg_fatal("%s", error);
+        msg_info("%s: recipients in %s removed by the administrator", ids[i], domain);
+    }
+    if (queue_sync(q, &error) < 0)
+        msg_fatal("%s", error);
+    queue_unlock_domain(lock);
+    printf("%s: %zu recipient%s in %zd message%s deleted; %zu message%s removed\n", domain,
+           rcpts, rcpts == 1 ? "" : "s", n, n == 1 ? "" : "s", removed, removed == 1 ? "" : "s");
+    queue_ids_free(&ids, (size_t) n);
+    return EX_OK;
+}
+
+/* ---- stats ---------------------------------------------------------------- */
+
+typedef struct {
+    QUEUE *q;
+    size_t messages, queued, delivered, failed, damaged, domains;
+    long long bytes;
+    long oldest;
+    char oldest_id[QUEUE_ID_LEN + 1];
+} STATS;
+
+static int
+stats_file(const char *id, void *ctx)
+{
+    STATS *s = ctx;
+    char *error = NULL;
+    QUEUE_FILE *f = queue_file_open(s->q, id, 0, &error);
+    const QUEUE_ENV *env;
+
+    if (f == NULL) {
+        if (errno != ENOENT)
+            s->damaged++;
+        free(error);
+        return 0;
+    }
+    env = queue_file_env(f);
+    s->messages++;
+    s->bytes += env->content_length;
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        if (env->rcpt[i].status == QUEUE_RCPT_QUEUED)
+            s->queued++;
+        else if (env->rcpt[i].status == QUEUE_RCPT_DELIVERED)
+            s->delivered++;
+        else
+            s->failed++;
+    }
+    if (s->oldest == 0 || env->arrival_sec < s->oldest) {
+        s->oldest = env->arrival_sec;
+        memcpy(s->oldest_id, env->id, sizeof(s->oldest_id));
+    }
+    queue_file_close(&f);
+    return 0;
+}
+
+static int
+stats_domain(const char *domain, size_t count, void *ctx)
+{
+    ((STATS *) ctx)->domains++;
+    return 0;
+}
+
+static int
+cmd_stats(QUEUE *q, int json)
+{
+    STATS s;
+    char *error = NULL, age[32];
+    long now = (long) time(NULL);
+
+    memset(&s, 0, sizeof(s));
+    s.q = q;
+    if (queue_walk_files(q, stats_file, &s, &error) < 0
+        || queue_walk_domains(q, stats_domain, &s, &error) < 0)
+        msg_fatal("%s", error);
+    if (json) {
+        /* Every value is a number or an ID of hex digits: no escaping. */
+        printf("{\"messages\":%zu,\"recipients_queued\":%zu,\"recipients_delivered\":%zu,"
+               "\"recipients_failed\":%zu,\"bytes\":%lld,\"domains\":%zu,\"damaged\":%zu,",
+               s.messages, s.queued, s.delivered, s.failed, s.bytes, s.domains, s.damaged);
+        if (s.messages > 0)
+            printf("\"oldest_id\":\"%s\",\"oldest_arrival\":%ld,\"oldest_age_seconds\":%ld}\n",
+                   s.oldest_id, s.oldest, now - s.oldest);
+        else
+            printf("\"oldest_id\":null,\"oldest_arrival\":null,\"oldest_age_seconds\":null}\n");
+        return EX_OK;
+    }
+    printf("messages:             %zu\n", s.messages);
+    printf("recipients queued:    %zu\n", s.queued);
+    printf("recipients delivered: %zu\n", s.delivered);
+    printf("recipients failed:    %zu\n", s.failed);
+    printf("bytes:                %lld\n", s.bytes);
+    printf("domains with mail:    %zu\n", s.domains);
+    printf("damaged files:        %zu\n", s.damaged);
+    if (s.messages > 0) {
+        format_age(now - s.oldest, age, sizeof(age));
+        printf("oldest message:       %s (%s old)\n", s.oldest_id, age);
+    }
+    return EX_OK;
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+int
+main(int argc, char **argv)
+{
+    const char *cmd;
+    char *error = NULL;
+    QUEUE *q;
+    int c, status, readonly;
+
+    fds_sanitize();
+    msg_init(argv[0], MSG_STDERR | MSG_SYSLOG);
+    while ((c = getopt(argc, argv, "+c:o:v")) != -1) {
+        switch (c) {
+        case 'c':
+            config_set_directory(optarg);
+            break;
+        case 'o':
+            config_add_override(optarg);
+            break;
+        case 'v':
+            msg_verbose++;
+            break;
+        default:
+            usage();
+        }
+    }
+    argc -= optind;
+    argv += optind;
+    if (argc < 1)
+        usage();
+    cmd = argv[0];
+    argc--;
+    argv++;
+    /* Check the command line before touching the queue. */
+    if (strcmp(cmd, "list") == 0) {
+        if (argc > 1)
+            usage();
+    } else if (strcmp(cmd, "summary") == 0 || strcmp(cmd, "reindex") == 0) {
+        if (argc != 0)
+            usage();
+    } else if (strcmp(cmd, "show") == 0) {
+        if (argc != 1)
+            usage();
+    } else if (strcmp(cmd, "delete") == 0) {
+        if (argc < 1 || (strcmp(argv[0], "-d") == 0 && argc != 2))
+            usage();
+    } else if (strcmp(cmd, "stats") == 0) {
+        if (argc > 1 || (argc == 1 && strcmp(argv[0], "--json") != 0))
+            usage();
+    } else {
+        usage();
+    }
+    config_load();
+    drop_privileges(var_queue_dir);
+    readonly = strcmp(cmd, "delete") != 0 && strcmp(cmd, "reindex") != 0;
+    if ((q = queue_open(var_queue_dir, readonly ? QUEUE_OPEN_READONLY : 0, &error)) == NULL)
+        msg_fatal("%s", error);
+
+    if (strcmp(cmd, "list") == 0) {
+        status = cmd_list(q, argc == 1 ? argv[0] : NULL);
+    } else if (strcmp(cmd, "summary") == 0) {
+        status = cmd_summary(q);
+    } else if (strcmp(cmd, "show") == 0) {
+        char id[QUEUE_ID_LEN + 1];
+
+        str_copy(id, argv[0], sizeof(id));
+        for (char *p = id; *p; p++)
+            if (*p >= 'a' && *p <= 'f')
+                *p -= 'a' - 'A';
+        status = strlen(argv[0]) == QUEUE_ID_LEN ? cmd_show(q, id) : EX_NOINPUT;
+        if (strlen(argv[0]) != QUEUE_ID_LEN)
+            msg_warn("%s: bad queue ID", argv[0]);
+    } else if (strcmp(cmd, "delete") == 0) {
+        status = strcmp(argv[0], "-d") == 0 ? cmd_delete_domain(q, argv[1])
+                                            : cmd_delete_ids(q, argc, argv);
+    } else if (strcmp(cmd, "reindex") == 0) {
+        size_t files, entries, damaged;
+
+        if (queue_reindex(q, &files, &entries, &damaged, &error) < 0)
+            msg_fatal("%s", error);
+        printf("reindex: %zu message%s, %zu index entr%s, %zu damaged file%s\n", files,
+               files == 1 ? "" : "s", entries, entries == 1 ? "y" : "ies", damaged,
+               damaged == 1 ? "" : "s");
+        msg_info("reindex: files=%zu entries=%zu damaged=%zu", files, entries, damaged);
+        status = EX_OK;
+    } else {
+        status = cmd_stats(q, argc == 1);
+    }
+    queue_close(&q);
+    if (fflush(stdout) != 0)
+        msg_fatal("write to stdout: %m");
+    return status;
+}
