@@ -33,7 +33,8 @@
  *     protocol LMTP|pipe|local\n     optional
  *     rcpt S NOTIFY ORCPT ADDR\n     one per recipient. S is the status
  *                                     byte: 'Q' queued, 'D' delivered,
- *                                     'F' failed (5xx). NOTIFY and ORCPT are
+ *                                     'F' failed (5xx), 'X' removed by the
+ *                                     administrator. NOTIFY and ORCPT are
  *                                     "-" when absent; ORCPT is xtext
  *                                     ("rfc822;user@example.org" encoded).
  *     content OFFSET LENGTH\n        fixed width (20 digits each)
@@ -95,6 +96,7 @@
 #define QUEUE_RCPT_QUEUED 'Q'
 #define QUEUE_RCPT_DELIVERED 'D'
 #define QUEUE_RCPT_FAILED 'F'
+#define QUEUE_RCPT_REMOVED 'X' /* removed by the administrator: no bounce */
 
 typedef struct queue QUEUE;
 typedef struct queue_writer QUEUE_WRITER;
@@ -169,8 +171,10 @@ int queue_file_mark(QUEUE_FILE *f, size_t i, int status, const char *reason);
 void queue_file_close(QUEUE_FILE **fp);
 
 /* The domain is done with this file (its recipients are all final): remove
- * the domain's index entry; when every recipient of the file is final,
- * remove the file, its status file and every index entry. Deferred index
+ * the domain's index entry; when no recipient of the file is QUEUED,
+ * remove every index entry, and the file and its status file too unless a
+ * recipient FAILED (then the file waits, unindexed, for its bounce; a
+ * recipient REMOVED by the administrator gets none). Deferred index
  * removal: records are batched and committed by queue_sync() (at most
  * every 100 calls): a crash before that re-sends, never loses.
  * The status bytes are re-read from the disk under an fcntl lock on the
@@ -235,5 +239,8 @@ int queue_reindex(QUEUE *q, size_t *files_r, size_t *entries_r, size_t *damaged_
 void queue_fault(const char *point);
 
 void queue_env_free(QUEUE_ENV *env); /* frees members, not env itself */
+
+/* Has a recipient failed (a bounce is still owed)? 1 or 0. */
+int queue_env_failed(const QUEUE_ENV *env);
 
 #endif

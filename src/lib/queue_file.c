@@ -520,7 +520,7 @@ parse_rcpt(QUEUE_ENV *env, char *v, off_t status_offset)
     QUEUE_RCPT *r;
     char *notify, *orcpt, *addr;
 
-    if (!(v[0] == 'Q' || v[0] == 'D' || v[0] == 'F') || v[1] != ' ')
+    if (!(v[0] == 'Q' || v[0] == 'D' || v[0] == 'F' || v[0] == 'X') || v[1] != ' ')
         return "bad recipient status";
     notify = v + 2;
     if ((orcpt = strchr(notify, ' ')) == NULL)
@@ -763,7 +763,7 @@ queue_file_mark(QUEUE_FILE *f, size_t i, int status, const char *reason)
 
     if (!f->writable || i >= f->env.rcpt_count
         || !(status == QUEUE_RCPT_QUEUED || status == QUEUE_RCPT_DELIVERED
-             || status == QUEUE_RCPT_FAILED)) {
+             || status == QUEUE_RCPT_FAILED || status == QUEUE_RCPT_REMOVED)) {
         errno = EINVAL;
         return -1;
     }
@@ -835,10 +835,20 @@ file_reread_status(QUEUE_FILE *f)
     for (size_t i = 0; i < f->env.rcpt_count; i++) {
         char c = buf[f->env.rcpt[i].status_offset];
 
-        if (c == QUEUE_RCPT_QUEUED || c == QUEUE_RCPT_DELIVERED || c == QUEUE_RCPT_FAILED)
+        if (c == QUEUE_RCPT_QUEUED || c == QUEUE_RCPT_DELIVERED || c == QUEUE_RCPT_FAILED
+            || c == QUEUE_RCPT_REMOVED)
             f->env.rcpt[i].status = c;
     }
     free(buf);
+    return 0;
+}
+
+int
+queue_env_failed(const QUEUE_ENV *env)
+{
+    for (size_t i = 0; i < env->rcpt_count; i++)
+        if (env->rcpt[i].status == QUEUE_RCPT_FAILED)
+            return 1;
     return 0;
 }
 
@@ -856,7 +866,7 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
     QUEUE_FILE *f = *fp;
     char *key = str_lower(x_strdup(domain));
     struct flock fl;
-    int pending_here = 0, pending_all = 0;
+    int pending_here = 0, pending_all = 0, failed = 0, locked = 0;
     int ret = 0;
 
     *fp = NULL;
@@ -872,19 +882,32 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
             goto out;
         }
     }
+    locked = 1;
     if (file_reread_status(f) < 0) {
         queue_error(error_r, "read queue file %s: %m", f->env.id);
         ret = -1;
         goto out;
     }
     for (size_t i = 0; i < f->env.rcpt_count; i++) {
+        if (f->env.rcpt[i].status == QUEUE_RCPT_FAILED)
+            failed = 1;
         if (f->env.rcpt[i].status != QUEUE_RCPT_QUEUED)
             continue;
         pending_all = 1;
         if (rcpt_in_domain(&f->env.rcpt[i], key))
             pending_here = 1;
     }
-    if (!pending_all) {
+    if (!pending_all && failed) {
+        /* Nothing left to send, but a failed recipient still needs its
+         * bounce: the file stays (odmr-queue shows it) and leaves the
+         * index, so no ATRN sends it again. */
+        char **domains;
+        size_t n = queue_env_domains(&f->env, 0, &domains);
+
+        for (size_t i = 0; i < n; i++)
+            queue_pending_add(q, domains[i], f->env.id);
+        queue_strings_free(&domains, n);
+    } else if (!pending_all) {
         char **domains;
         size_t n = queue_env_domains(&f->env, 0, &domains);
         int xy = queue_xy_fd(q, f->env.id, 0, NULL);
@@ -908,7 +931,14 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
 
 out:
     free(key);
-    queue_file_close(&f); /* closing the descriptor drops the lock */
+    /* The descriptor may live on until queue_sync() (for the fdatasync of
+     * the marks): drop the lock now, or the next flush of another domain
+     * of this message, even in this process, would wait on it for ever. */
+    if (locked) {
+        fl.l_type = F_UNLCK;
+        (void) fcntl(f->fd, F_OFD_SETLK, &fl);
+    }
+    queue_file_close(&f);
     if (ret == 0 && (q->pending_count >= QUEUE_BATCH_MAX || q->sync_count >= QUEUE_BATCH_MAX))
         ret = queue_sync(q, error_r);
     return ret;
@@ -1135,7 +1165,10 @@ reindex_one(const char *id, void *ctx)
         return 0;
     }
     n = queue_env_domains(&f->env, 1, &domains);
-    if (n == 0) {
+    if (n == 0 && queue_env_failed(&f->env)) {
+        /* Waiting for its bounce: kept, not indexed. */
+        r->files++;
+    } else if (n == 0) {
         int xy = queue_xy_fd(r->q, id, 0, NULL);
 
         /* Every recipient is final: finish the removal a crash interrupted. */

@@ -9,8 +9,16 @@
  * (stream_set_timeout, milliseconds) and by the session deadline
  * (stream_set_deadline, absolute now_ms() value; 0 = none), whichever comes
  * first. A wait that runs out sets the sticky TIMEOUT flag.
+ * The per-call timeout defaults to 300000 ms (Postfix's smtp timeouts);
+ * 0 or less means none.
  * Errors are sticky: after STREAM_ERROR/STREAM_TIMEOUT/STREAM_EOF every
- * later read returns the same, every write fails.
+ * later read returns the same (EOF only once the buffered input is used
+ * up). After ERROR/TIMEOUT every write fails; after EOF writes are still
+ * attempted, because a peer that half-closed may still read our reply.
+ *
+ * SIGPIPE: sockets are written with send(MSG_NOSIGNAL), but other fds
+ * (pipes) with write(2), sendfile(2) has no such flag and OpenSSL's socket
+ * BIO writes with write(2): every program must ignore SIGPIPE itself.
  *
  * Flush before every read: a read that must wait for input first writes
  * out whatever is buffered for output.

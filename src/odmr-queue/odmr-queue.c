@@ -147,6 +147,8 @@ status_name(int status)
         return "delivered";
     case QUEUE_RCPT_FAILED:
         return "failed";
+    case QUEUE_RCPT_REMOVED:
+        return "removed";
     default:
         return "unknown";
     }
@@ -435,7 +437,7 @@ cmd_delete_domain(QUEUE *q, const char *domain)
             const char *d = addr_domain(env->rcpt[r].address);
 
             if (env->rcpt[r].status == QUEUE_RCPT_QUEUED && d && str_casecmp(d, domain) == 0) {
-                if (queue_file_mark(f, r, QUEUE_RCPT_FAILED, "deleted by the administrator") < 0)
+                if (queue_file_mark(f, r, QUEUE_RCPT_REMOVED, "deleted by the administrator") < 0)
                     msg_fatal("%s: mark recipient: %m", ids[i]);
                 rcpts++;
             }

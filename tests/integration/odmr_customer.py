@@ -218,12 +218,44 @@ class Customer:
                 code, lines = c.command(base64.b64encode(user.encode()).decode())
             if code == 334:
                 code, lines = c.command(base64.b64encode(password.encode()).decode())
+        elif mech == "SCRAM-SHA-256":
+            code, lines = self.scram(c, user, password)
         elif mech == "EXTERNAL":
             code, lines = c.command("AUTH EXTERNAL =")
         else:
             code, lines = c.command("AUTH " + mech)
         self.out("auth", "%d %s" % (code, lines[-1]))
         return code == 235
+
+    def scram(self, c, user, password):
+        """RFC 5802 / RFC 7677 client; checks the server's signature."""
+        b64 = lambda b: base64.b64encode(b).decode()
+        hm = lambda k, m: hmac.new(k, m, hashlib.sha256).digest()
+        cnonce = b64(os.urandom(18))
+        bare = "n=%s,r=%s" % (user.replace("=", "=3D").replace(",", "=2C"), cnonce)
+        code, lines = c.command("AUTH SCRAM-SHA-256 " + b64(("n,," + bare).encode()))
+        if code != 334:
+            return code, lines
+        first = base64.b64decode(lines[0]).decode()
+        attrs = dict(a.split("=", 1) for a in first.split(","))
+        if not attrs.get("r", "").startswith(cnonce):
+            c.command("*")
+            raise Fail("SCRAM: server nonce does not extend ours")
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
+                                     int(attrs["i"]))
+        ckey = hm(salted, b"Client Key")
+        final_wo = "c=biws,r=" + attrs["r"]
+        authmsg = ",".join([bare, first, final_wo]).encode()
+        proof = bytes(a ^ b for a, b in zip(ckey, hm(hashlib.sha256(ckey).digest(), authmsg)))
+        code, lines = c.command(b64((final_wo + ",p=" + b64(proof)).encode()))
+        if code != 334:
+            return code, lines
+        want = "v=" + b64(hm(hm(salted, b"Server Key"), authmsg))
+        if base64.b64decode(lines[0]).decode() != want:
+            c.command("*")
+            raise Fail("SCRAM: bad server signature")
+        self.out("scram", "server signature ok")
+        return c.command("")
 
     # ---- the SMTP server part --------------------------------------------
 

@@ -140,6 +140,15 @@ else
 fi
 if [ -z "$(rcpt_status s2@example.net)" ]; then ok "file removed when all are final"; else fail "file removed when all are final" "still there"; fi
 
+# One message for two requested domains: sent once per domain, then gone.
+small both | enqueue -f s@sender.test -- b1@example.org b2@example.net >/dev/null
+customer --domains example.org,example.net --size 100000
+if has "$out" '^messages: 2$' && has "$out" '^quit: yes$' && [ -z "$(rcpt_status b1@example.org)" ]; then
+    ok "message for two requested domains"
+else
+    fail "message for two requested domains" "$out"
+fi
+
 # --- per-recipient results -------------------------------------------------------
 small results | enqueue -f s@sender.test -- r1@example.org r2@example.org r3@example.org >/dev/null
 customer --domains example.org --rcpt-reply 'r2@example.org=450 4.2.1 busy' \

@@ -426,6 +426,35 @@ test_reply_stream(void **state)
     close(out[0]);
 }
 
+/* A reply line longer than the read buffer is cut, and the rest of it
+ * does not turn into a bogus next line. */
+static void
+test_reply_long_line(void **state)
+{
+    static char input[8000];
+    int in[2];
+    STREAM *s;
+    SMTP_REPLY r;
+    size_t o;
+
+    memcpy(input, "250-", 4);
+    memset(input + 4, 'z', 5000);
+    o = 5004;
+    memcpy(input + o, "\r\n250 2.0.0 end\r\n", 17);
+    o += 17;
+    assert_int_equal(pipe(in), 0);
+    assert_int_equal(write_all(in[1], input, o), 0);
+    close(in[1]);
+    s = stream_open(in[0], -1);
+    assert_int_equal(smtp_reply_read(s, &r), 0);
+    assert_int_equal(r.code, 250);
+    assert_int_equal(r.nlines, 2);
+    assert_true(strlen(r.text) > 1000 && strlen(r.text) < 5000);
+    assert_non_null(strstr(r.text, "z\n2.0.0 end"));
+    assert_int_equal(smtp_reply_read(s, &r), STREAM_EOF);
+    stream_close(&s, 1);
+}
+
 /* ---- dot-stuffing -------------------------------------------------------- */
 
 typedef struct {
@@ -539,6 +568,7 @@ main(void)
         cmocka_unit_test(test_reply_parse),
         cmocka_unit_test(test_reply_bounds),
         cmocka_unit_test(test_reply_stream),
+        cmocka_unit_test(test_reply_long_line),
         cmocka_unit_test(test_stuff),
         cmocka_unit_test(test_stuff_big_and_error),
     };

@@ -1,0 +1,414 @@
+/*++
+ * NAME
+ *     odmrd 8
+ * SUMMARY
+ *     On-Demand Mail Relay server (RFC 2645) for Postfix
+ * SYNOPSIS
+ *     odmrd [-v] [-c config_dir] [-o name=value ...]
+ *
+ *     master.cf:
+ *     366 inet n n n - 50 spawn user=odmr
+ *         argv=/usr/lib/postfix-odmr/odmrd
+ * DESCRIPTION
+ *     odmrd serves one ODMR connection. spawn(8) runs it with the
+ *     customer's TCP connection on file descriptors 0, 1 and 2. The
+ *     customer authenticates and sends ATRN; odmrd then turns the same
+ *     connection around and delivers the mail that the hold queue keeps for
+ *     the requested domains, acting as the SMTP client, like Postfix's
+ *     smtp(8).
+ *
+ *     Server side (RFC 2645 sections 5 and 7, RFC 4954, RFC 3207):
+ *     .IP "greeting"
+ *     220 $odmr_banner.
+ *     .IP "EHLO, HELO"
+ *     EHLO lists AUTH with the mechanisms usable now, ATRN, STARTTLS when
+ *     TLS is configured and not yet on, and ENHANCEDSTATUSCODES.
+ *     With tls_security_level = encrypt, AUTH is neither listed nor
+ *     accepted (530) before STARTTLS.
+ *     .IP "STARTTLS"
+ *     220, then the TLS handshake (TLS 1.2 or newer). Everything the
+ *     client sent before the handshake is thrown away, and so is the EHLO
+ *     state. TLS stays on after the turn-around.
+ *     .IP "AUTH"
+ *     Mechanisms: CRAM-MD5, SCRAM-SHA-256, PLAIN and LOGIN (only under TLS),
+ *     EXTERNAL (a verified TLS client certificate whose SHA-256 fingerprint
+ *     tls_cert_user_maps maps to a user), limited by sasl_mechanisms.
+ *     Replies 235, 334, 454 (temporary failure), 500 (response too long),
+ *     501 (bad base64, or "*" to cancel), 503 (no EHLO yet, or already
+ *     authenticated), 504 (unknown mechanism), 530 (STARTTLS first), 535
+ *     (bad credentials), 538 (mechanism needs TLS). Every failure is
+ *     followed by a pause of auth_failure_delay; after auth_failure_limit
+ *     failures the session ends with 421.
+ *     .IP "ATRN [domain *("," domain)]"
+ *     Only after AUTH (else 530). Domains are case-insensitive; a malformed
+ *     list, or more than atrn_domain_limit domains, gives 501. Every
+ *     requested domain must list the SASL user in domain_maps, else 450 and
+ *     nothing is sent. Without domains: every domain the user may collect
+ *     that holds mail (from user_domain_maps when set, else by walking the
+ *     domains in the queue index). A failed map or queue lookup gives 451;
+ *     so does a domain that another session is flushing (one flush per
+ *     domain at a time: a message is never delivered twice by two
+ *     sessions). No mail: 453. Otherwise "250 2.0.0 OK now reversing the
+ *     connection", and the roles change.
+ *     .IP "NOOP, RSET, QUIT"
+ *     As in RFC 5321.
+ *     .IP "anything else"
+ *     502: the ODMR port never accepts mail.
+ *
+ *     Reversed session (RFC 5321, like Postfix's smtp(8)): odmrd waits for
+ *     the customer's 220 (bytes it sent right after the ATRN reply are kept),
+ *     sends EHLO (HELO when EHLO gets a 5xx), uses PIPELINING, SIZE
+ *     (messages larger than the customer's SIZE are bounced with 552 5.3.4),
+ *     8BITMIME, DSN (ENVID, RET, NOTIFY, ORCPT as the queue kept them) and
+ *     SMTPUTF8 when advertised, and STARTTLS when TLS was not already on and
+ *     smtp_tls_security_level is may or encrypt. Only recipients of the
+ *     requested domains are sent; the oldest message goes first. Per
+ *     recipient: a 2xx after the final dot removes it from the queue; a 4xx,
+ *     a lost connection, a timeout or a 421 keeps it for the next ATRN; a
+ *     5xx marks it failed (never sent again; odmr-queue shows it and makes
+ *     the bounce). QUIT at the end.
+ * SECURITY
+ *     odmrd talks to untrusted clients. It refuses to run as root (spawn(8)
+ *     runs it as user odmr, which owns the hold queue), never writes to
+ *     standard error (under spawn(8) that is the client socket; it is
+ *     pointed at /dev/null first), enforces its own deadlines
+ *     (command_timeout per wait, session_timeout for the whole session;
+ *     spawn(8) does not before Postfix 3.10), bounds every line and AUTH
+ *     response, and never logs a secret. Nothing a client sends makes it
+ *     exit with a fatal error.
+ * DIAGNOSTICS
+ *     Problems go to syslog (facility mail, tag postfix/odmrd by default)
+ *     or log_file, in Postfix's shape:
+ *     "connect from name[addr]", "disconnect from name[addr] ehlo=1 auth=1
+ *     atrn=1 commands=3", "name[addr]: sasl_method=CRAM-MD5,
+ *     sasl_username=cust1", "name[addr]: ATRN example.org sasl_username=cust1:
+ *     250 2.0.0 OK now reversing the connection", and per recipient
+ *     "QUEUEID: to=<r>, relay=name[addr]:port, delay=D, delays=a/b/c/d,
+ *     dsn=X.Y.Z, status=sent|deferred|bounced (reply)".
+ *     Exit status 0 after a session, 75 (EX_TEMPFAIL) after a fatal error
+ *     (bad configuration, run as root).
+ * CONFIGURATION PARAMETERS
+ *     From $config_directory/odmr.cf (-c, $MAIL_CONFIG, /etc/postfix), -o
+ *     overrides:
+ *     .IP "domain_maps (hash:$config_directory/odmr_domains)"
+ *     Customer domain -> SASL user names that may collect it.
+ *     .IP "auth_maps (hash:$config_directory/odmr_passwd)"
+ *     SASL user name -> {SCHEME}secret (odmr-passwd).
+ *     .IP "user_domain_maps (empty)"
+ *     SASL user -> domains, for ATRN without domains on large sites.
+ *     .IP "tls_cert_user_maps (empty)"
+ *     Client certificate SHA-256 fingerprint -> SASL user (EXTERNAL).
+ *     .IP "queue_directory (/var/spool/postfix-odmr)"
+ *     .IP "odmr_banner ($myhostname ESMTP on-demand mail relay)"
+ *     .IP "myhostname (the system's host name)"
+ *     Also the name sent in EHLO on the reversed side.
+ *     .IP "sasl_mechanisms (CRAM-MD5 SCRAM-SHA-256 PLAIN LOGIN EXTERNAL)"
+ *     .IP "auth_failure_limit (3), auth_failure_delay (1s), auth_response_limit (12288)"
+ *     .IP "atrn_domain_limit (100), flush_message_limit (0: none)"
+ *     .IP "line_length_limit (2048), error_limit (20)"
+ *     .IP "command_timeout (300s), session_timeout (3600s)"
+ *     .IP "smtp_helo_timeout (300s), smtp_mail_timeout (300s), smtp_rcpt_timeout (300s)"
+ *     .IP "smtp_data_init_timeout (120s), smtp_data_xfer_timeout (180s)"
+ *     .IP "smtp_data_done_timeout (600s), smtp_quit_timeout (300s)"
+ *     Postfix's smtp(8) defaults, for the reversed session (the helo timeout
+ *     also bounds the wait for the customer's 220).
+ *     .IP "smtputf8_enable (yes)"
+ *     .IP "tls_security_level (none): none, may or encrypt"
+ *     .IP "tls_cert_file (empty), tls_key_file ($tls_cert_file), tls_CAfile (empty)"
+ *     .IP "smtp_tls_security_level (may)"
+ *     .IP "syslog_name (postfix), syslog_facility (mail), log_file (empty)"
+ * STANDARDS
+ *     RFC 2645 (ODMR), RFC 4954 (SMTP AUTH), RFC 2195 (CRAM-MD5),
+ *     RFC 5802 and RFC 7677 (SCRAM-SHA-256), RFC 4616 (PLAIN), RFC 4422
+ *     (EXTERNAL), RFC 3207 (STARTTLS), RFC 5321 (SMTP), RFC 2920
+ *     (PIPELINING), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 3461 (DSN),
+ *     RFC 6531 (SMTPUTF8), RFC 2034 and RFC 3463 (enhanced status codes).
+ * SEE ALSO
+ *     odmr-store(8), odmr-queue(8), odmr-passwd(8), spawn(8), smtp(8)
+ *--*/
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "maps.h"
+#include "odmrd.h"
+#include "queue.h"
+#include "smtp.h"
+#include "stream.h"
+#include "util.h"
+
+static const char *const state_names[ODMRD_STATE_COUNT] = {
+    [ODMRD_STATE_INITIAL] = "initial",
+    [ODMRD_STATE_AUTHENTICATED] = "authenticated",
+    [ODMRD_STATE_REVERSED] = "reversed",
+    [ODMRD_STATE_DONE] = "done",
+};
+
+const char *
+odmrd_state_name(ODMRD_STATE state)
+{
+    if ((unsigned) state >= ODMRD_STATE_COUNT)
+        msg_panic("odmrd_state_name: bad state %d", (int) state);
+    return state_names[state];
+}
+
+/* fd 2 is the client socket under spawn(8): make sure nothing (a library,
+ * a child process) can ever write to it. fds 0 and 1 keep the socket. */
+static void
+stderr_to_devnull(void)
+{
+    int fd;
+
+    fds_sanitize();
+    if ((fd = open("/dev/null", O_WRONLY)) < 0)
+        return;
+    if (fd != 2) {
+        (void) dup2(fd, 2);
+        close(fd);
+    }
+}
+
+/* The customer's address and a forward-confirmed name, as Postfix does. */
+static void
+peer_lookup(ODMRD_SESSION *sp)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    char host[NI_MAXHOST], addr[NI_MAXHOST], port[NI_MAXSERV];
+
+    str_copy(sp->client_name, "unknown", sizeof(sp->client_name));
+    str_copy(sp->client_addr, "unknown", sizeof(sp->client_addr));
+    str_copy(sp->client_port, "unknown", sizeof(sp->client_port));
+
+    if (getpeername(0, (struct sockaddr *) &ss, &sslen) < 0) {
+        msg_warn("getpeername: %s (not run by spawn(8)?)", strerror(errno));
+    } else if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+        /* An IPv4-mapped IPv6 address is logged as plain IPv4. */
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *) &ss;
+
+            if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+                struct sockaddr_in s4;
+
+                memset(&s4, 0, sizeof(s4));
+                s4.sin_family = AF_INET;
+                s4.sin_port = s6->sin6_port;
+                memcpy(&s4.sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+                memcpy(&ss, &s4, sizeof(s4));
+                sslen = sizeof(s4);
+            }
+        }
+        if (getnameinfo((struct sockaddr *) &ss, sslen, addr, sizeof(addr), port,
+                        sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+            str_copy(sp->client_addr, addr, sizeof(sp->client_addr));
+            str_copy(sp->client_port, port, sizeof(sp->client_port));
+        }
+        if (getnameinfo((struct sockaddr *) &ss, sslen, host, sizeof(host), NULL, 0,
+                        NI_NAMEREQD) == 0) {
+            struct addrinfo hints, *res = NULL, *ai;
+            int confirmed = 0;
+
+            memset(&hints, 0, sizeof(hints));
+            hints.ai_family = ss.ss_family;
+            hints.ai_socktype = SOCK_STREAM;
+            if (getaddrinfo(host, NULL, &hints, &res) == 0) {
+                for (ai = res; ai != NULL && !confirmed; ai = ai->ai_next) {
+                    char a2[NI_MAXHOST];
+
+                    if (getnameinfo(ai->ai_addr, ai->ai_addrlen, a2, sizeof(a2), NULL, 0,
+                                    NI_NUMERICHOST) == 0
+                        && strcmp(a2, sp->client_addr) == 0)
+                        confirmed = 1;
+                }
+                freeaddrinfo(res);
+            }
+            if (confirmed && domain_valid(host))
+                str_copy(sp->client_name, host, sizeof(sp->client_name));
+            else if (confirmed && strcmp(host, "localhost") == 0)
+                str_copy(sp->client_name, host, sizeof(sp->client_name));
+        }
+    } else if (ss.ss_family == AF_UNIX) {
+        str_copy(sp->client_addr, "local", sizeof(sp->client_addr));
+    }
+    (void) str_format(sp->client, sizeof(sp->client), "%s[%s]", sp->client_name,
+                      sp->client_addr);
+}
+
+static MAPS *
+open_maps(const char *param, const char *value, int optional)
+{
+    MAPS *maps;
+    char *err = NULL;
+
+    if (optional && (value == NULL || *value == 0))
+        return NULL;
+    if ((maps = maps_open(value, &err)) == NULL)
+        msg_fatal("%s: parameter %s: %s", config_file_path(), param, err);
+    return maps;
+}
+
+/* Tell the customer before a fatal configuration error ends the session. */
+static ODMRD_SESSION *fatal_session;
+
+static void
+fatal_reply(void)
+{
+    if (fatal_session != NULL && fatal_session->stream != NULL
+        && fatal_session->state != ODMRD_STATE_REVERSED) {
+        (void) smtp_reply_send(fatal_session->stream, 421, "4.3.0",
+                               "%s Server configuration error", var_myhostname);
+        (void) stream_flush(fatal_session->stream);
+    }
+}
+
+static void
+session_free(ODMRD_SESSION *sp)
+{
+    for (size_t i = 0; i < sp->ndomains; i++)
+        if (sp->lock_fds && sp->lock_fds[i] >= 0)
+            queue_unlock_domain(sp->lock_fds[i]);
+    odmrd_atrn_free(&sp->domains, sp->ndomains);
+    x_free(&sp->lock_fds);
+    sp->ndomains = 0;
+    if (sp->queue)
+        queue_close(&sp->queue);
+    if (sp->domain_maps)
+        maps_close(&sp->domain_maps);
+    if (sp->auth_maps)
+        maps_close(&sp->auth_maps);
+    if (sp->user_domain_maps)
+        maps_close(&sp->user_domain_maps);
+    if (sp->cert_user_maps)
+        maps_close(&sp->cert_user_maps);
+    x_free(&sp->sasl_method);
+    x_free(&sp->sasl_username);
+    x_free(&sp->external_user);
+    if (sp->stream)
+        stream_close(&sp->stream, 0);
+    odmrd_tls_free_ctx(&sp->tls_server_ctx);
+    odmrd_tls_free_ctx(&sp->tls_client_ctx);
+}
+
+/* Close politely: a client that pipelined more commands after our last
+ * reply (a 421, say) would otherwise get a TCP reset from the kernel, which
+ * can destroy that reply before the client reads it. Half-close, then read
+ * and discard for at most two seconds. */
+static void
+linger_close(void)
+{
+    int64_t end = now_ms() + 2000;
+    char junk[4096];
+
+    if (shutdown(1, SHUT_WR) < 0)
+        return;
+    for (;;) {
+        struct pollfd pfd = {.fd = 0, .events = POLLIN};
+        int64_t left = end - now_ms();
+
+        if (left <= 0 || poll(&pfd, 1, (int) left) <= 0)
+            break;
+        if (read(0, junk, sizeof(junk)) <= 0)
+            break;
+    }
+}
+
+ODMR_NORETURN static void
+usage(void)
+{
+    msg_fatal("usage: odmrd [-v] [-c config_dir] [-o name=value ...]");
+}
+
+int
+main(int argc, char **argv)
+{
+    ODMRD_SESSION session, *sp = &session;
+    char *err = NULL;
+    int ch;
+
+    stderr_to_devnull();
+    msg_init("odmrd", MSG_SYSLOG);
+    (void) signal(SIGPIPE, SIG_IGN);
+    umask(077);
+
+    while ((ch = getopt(argc, argv, "c:o:v")) != -1) {
+        switch (ch) {
+        case 'c':
+            config_set_directory(optarg);
+            break;
+        case 'o':
+            config_add_override(optarg);
+            break;
+        case 'v':
+            msg_verbose++;
+            break;
+        default:
+            usage();
+        }
+    }
+    if (optind != argc)
+        usage();
+    config_load();
+
+    /* spawn(8) runs us as the odmr user; root would own the queue files. */
+    if (getuid() == 0 || geteuid() == 0)
+        msg_fatal("odmrd must not run as root: set user=odmr in master.cf");
+
+    memset(sp, 0, sizeof(*sp));
+    sp->state = ODMRD_STATE_INITIAL;
+    sp->start_ms = now_ms();
+    peer_lookup(sp);
+
+    if ((sp->stream = stream_open(0, 1)) == NULL)
+        msg_fatal("cannot open stream on fd 0/1");
+    stream_set_timeout(sp->stream, (int) (var_command_timeout * 1000));
+    stream_set_deadline(sp->stream, sp->start_ms + (int64_t) var_session_timeout * 1000);
+    fatal_session = sp;
+    msg_set_cleanup(fatal_reply);
+
+    msg_info("connect from %s", sp->client);
+
+    sp->domain_maps = open_maps("domain_maps", var_domain_maps, 0);
+    sp->auth_maps = open_maps("auth_maps", var_auth_maps, 0);
+    sp->user_domain_maps = open_maps("user_domain_maps", var_user_domain_maps, 1);
+    sp->cert_user_maps = open_maps("tls_cert_user_maps", var_tls_cert_user_maps, 1);
+
+    if (str_casecmp(var_tls_security_level, "none") == 0)
+        sp->tls_level = ODMRD_TLS_NONE;
+    else if (str_casecmp(var_tls_security_level, "may") == 0)
+        sp->tls_level = ODMRD_TLS_MAY;
+    else if (str_casecmp(var_tls_security_level, "encrypt") == 0)
+        sp->tls_level = ODMRD_TLS_ENCRYPT;
+    else
+        msg_fatal("%s: parameter tls_security_level: bad value \"%s\" (none, may or encrypt)",
+                  config_file_path(), var_tls_security_level);
+    if (sp->tls_level != ODMRD_TLS_NONE
+        && (sp->tls_server_ctx = odmrd_tls_server_ctx(&err)) == NULL)
+        msg_fatal("TLS: %s", err);
+    if (var_smtp_tls_security_level != NULL
+        && (str_casecmp(var_smtp_tls_security_level, "may") == 0
+            || str_casecmp(var_smtp_tls_security_level, "encrypt") == 0)
+        && (sp->tls_client_ctx = odmrd_tls_client_ctx(&err)) == NULL) {
+        msg_warn("TLS client: %s; STARTTLS disabled on the reversed side", err);
+        x_free(&err);
+    }
+    odmrd_auth_init(sp);
+
+    odmrd_server_run(sp);
+
+    fatal_session = NULL;
+    session_free(sp);
+    linger_close();
+    return 0;
+}

@@ -1,0 +1,890 @@
+/*
+ * odmrd_flush.c - the reversed session: odmrd as the SMTP client.
+ *
+ * After "250 OK now reversing the connection" the customer is the server.
+ * This file behaves like Postfix's smtp(8) on that connection: it waits
+ * for the 220, sends EHLO (HELO when EHLO gets a 5xx), may start TLS, then
+ * sends the held mail of the locked domains, oldest first, and QUIT.
+ *
+ * States are numbered; their log text ("while sending RCPT TO") and their
+ * timeouts (Postfix's smtp_*_timeout parameters) are arrays indexed by
+ * state. Commands go out through one pending list: with PIPELINING a whole
+ * group (MAIL, RCPTs, DATA) is written before the replies are read in
+ * order; without it, each command waits for its reply.
+ *
+ * Per recipient (only those of the flushed domain that are still queued):
+ *     2xx after the final dot      -> delivered: 'D', logged status=sent
+ *     5xx (MAIL, RCPT, DATA, dot)  -> failed: 'F', status=bounced; never
+ *                                     sent again, odmr-queue makes the DSN
+ *     4xx, 421, lost connection,   -> stays 'Q' (reason kept), status=deferred
+ *     timeout
+ * A message larger than the customer's SIZE is failed with 552 5.3.4, as
+ * Postfix bounces on a permanent size refusal.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "odmrd.h"
+#include "queue.h"
+#include "smtp.h"
+#include "stream.h"
+#include "util.h"
+
+typedef enum {
+    FLUSH_BANNER = 0, /* waiting for the customer's 220 */
+    FLUSH_EHLO,
+    FLUSH_HELO,
+    FLUSH_STARTTLS,
+    FLUSH_MAIL,
+    FLUSH_RCPT,
+    FLUSH_DATA,
+    FLUSH_XFER, /* sending the content */
+    FLUSH_DOT,  /* waiting for the reply to the final dot */
+    FLUSH_RSET,
+    FLUSH_QUIT,
+    FLUSH_STATE_COUNT
+} FLUSH_STATE;
+
+/* "... while <text>" in log lines, as Postfix words them. */
+static const char *const flush_state_text[FLUSH_STATE_COUNT] = {
+    [FLUSH_BANNER] = "receiving the initial server greeting",
+    [FLUSH_EHLO] = "performing the EHLO handshake",
+    [FLUSH_HELO] = "performing the HELO handshake",
+    [FLUSH_STARTTLS] = "performing the STARTTLS handshake",
+    [FLUSH_MAIL] = "sending MAIL FROM",
+    [FLUSH_RCPT] = "sending RCPT TO",
+    [FLUSH_DATA] = "sending DATA command",
+    [FLUSH_XFER] = "sending message body",
+    [FLUSH_DOT] = "sending end of data -- message may be sent more than once",
+    [FLUSH_RSET] = "sending RSET",
+    [FLUSH_QUIT] = "sending QUIT",
+};
+
+/* "(in reply to <text>)" */
+static const char *const flush_reply_to[FLUSH_STATE_COUNT] = {
+    [FLUSH_BANNER] = "initial greeting",
+    [FLUSH_EHLO] = "EHLO command",
+    [FLUSH_HELO] = "HELO command",
+    [FLUSH_STARTTLS] = "STARTTLS command",
+    [FLUSH_MAIL] = "MAIL FROM command",
+    [FLUSH_RCPT] = "RCPT TO command",
+    [FLUSH_DATA] = "DATA command",
+    [FLUSH_XFER] = "end of DATA command",
+    [FLUSH_DOT] = "end of DATA command",
+    [FLUSH_RSET] = "RSET command",
+    [FLUSH_QUIT] = "QUIT command",
+};
+
+/* Postfix's smtp(8) timeouts; RSET like Postfix's 20s default is not a
+ * parameter here, it shares MAIL's. */
+static long *const flush_timeout[FLUSH_STATE_COUNT] = {
+    [FLUSH_BANNER] = &var_smtp_helo_timeout,
+    [FLUSH_EHLO] = &var_smtp_helo_timeout,
+    [FLUSH_HELO] = &var_smtp_helo_timeout,
+    [FLUSH_STARTTLS] = &var_smtp_helo_timeout,
+    [FLUSH_MAIL] = &var_smtp_mail_timeout,
+    [FLUSH_RCPT] = &var_smtp_rcpt_timeout,
+    [FLUSH_DATA] = &var_smtp_data_init_timeout,
+    [FLUSH_XFER] = &var_smtp_data_xfer_timeout,
+    [FLUSH_DOT] = &var_smtp_data_done_timeout,
+    [FLUSH_RSET] = &var_smtp_mail_timeout,
+    [FLUSH_QUIT] = &var_smtp_quit_timeout,
+};
+
+/* Customer's ESMTP features */
+#define FEAT_PIPELINING 0x01
+#define FEAT_SIZE 0x02
+#define FEAT_8BITMIME 0x04
+#define FEAT_DSN 0x08
+#define FEAT_SMTPUTF8 0x10
+#define FEAT_STARTTLS 0x20
+
+/* Commands in flight before their replies are read. */
+#define FLUSH_PIPE_MAX 100
+
+typedef struct {
+    FLUSH_STATE kind; /* FLUSH_MAIL, FLUSH_RCPT or FLUSH_DATA */
+    size_t k;         /* recipient slot for FLUSH_RCPT */
+} FLUSH_PENDING;
+
+typedef struct {
+    ODMRD_SESSION *sp;
+    STREAM *s;
+    FLUSH_STATE state;
+    int features;
+    long long size_limit; /* customer's SIZE; 0: none announced */
+    int stop;             /* the connection is unusable or closing */
+    char stop_reason[512];
+    int stop_code;        /* 4xx the remaining recipients get */
+    char stop_dsn[16];
+    char relay[ODMRD_NAME_MAX + ODMRD_ADDR_MAX + 24]; /* name[addr]:port */
+    int64_t reversed_ms;  /* the turn-around */
+    int64_t setup_ms;     /* EHLO done */
+    unsigned long messages, sent, deferred, bounced;
+    unsigned long since_sync;
+} FLUSH;
+
+typedef struct {
+    QUEUE_FILE *qf;
+    const QUEUE_ENV *env;
+    const char *domain;
+    size_t n;           /* selected recipients */
+    size_t *idx;        /* their index in env->rcpt */
+    int *accepted;      /* RCPT got 2xx */
+    int *final;         /* the result recorded: 0 (none yet) or QUEUE_RCPT_* */
+    size_t naccepted;
+    int mail_failed;
+    int need_rset;
+    int64_t start_ms;
+    FLUSH_PENDING pend[FLUSH_PIPE_MAX + 2];
+    size_t npend;
+} FLUSH_MSG;
+
+static void
+flush_set_state(FLUSH *f, FLUSH_STATE state)
+{
+    if (msg_verbose && state != f->state)
+        msg_debug("%s: reversed session: %s", f->sp->client, flush_state_text[state]);
+    f->state = state;
+    stream_set_timeout(f->s, (int) (*flush_timeout[state] * 1000));
+}
+
+/* The connection broke (or timed out) in the current state. */
+static void
+flush_stop_stream(FLUSH *f)
+{
+    const char *host = f->sp->client;
+
+    if (stream_is_timeout(f->s))
+        (void) str_format(f->stop_reason, sizeof(f->stop_reason),
+                          "conversation with %s timed out while %s", host,
+                          flush_state_text[f->state]);
+    else
+        (void) str_format(f->stop_reason, sizeof(f->stop_reason),
+                          "lost connection with %s while %s", host, flush_state_text[f->state]);
+    f->stop = 1;
+    f->stop_code = 451;
+    str_copy(f->stop_dsn, "4.4.2", sizeof(f->stop_dsn));
+    msg_info("%s: %s", host, f->stop_reason);
+}
+
+/* Read a reply in the current state. 0, or -1 (f->stop is set). */
+static int
+flush_read(FLUSH *f, SMTP_REPLY *r)
+{
+    int ret = smtp_reply_read(f->s, r);
+
+    if (ret == 0) {
+        if (msg_verbose) {
+            char sum[256];
+
+            msg_debug("%s: < %s", f->sp->client, smtp_reply_summary(r, sum, sizeof(sum)));
+        }
+        return 0;
+    }
+    if (ret == SMTP_REPLY_MALFORMED) {
+        (void) str_format(f->stop_reason, sizeof(f->stop_reason),
+                          "malformed reply from %s while %s", f->sp->client,
+                          flush_state_text[f->state]);
+        f->stop = 1;
+        f->stop_code = 451;
+        str_copy(f->stop_dsn, "4.5.0", sizeof(f->stop_dsn));
+        msg_warn("%s: %s", f->sp->client, f->stop_reason);
+        return -1;
+    }
+    flush_stop_stream(f);
+    return -1;
+}
+
+/* 421: the customer is closing; what was not answered stays queued. */
+static void
+flush_check_421(FLUSH *f, const SMTP_REPLY *r)
+{
+    char sum[256];
+
+    if (r->code != 421 || f->stop)
+        return;
+    (void) str_format(f->stop_reason, sizeof(f->stop_reason), "host %s said: %s (in reply to %s)",
+                      f->sp->client, smtp_reply_summary(r, sum, sizeof(sum)),
+                      flush_reply_to[f->state]);
+    f->stop = 1;
+    f->stop_code = 421;
+    str_copy(f->stop_dsn, r->enh[0] ? r->enh : "4.0.0", sizeof(f->stop_dsn));
+    msg_info("%s: %s", f->sp->client, f->stop_reason);
+}
+
+static int
+flush_send(FLUSH *f, const char *fmt, ...) ODMR_PRINTF(2, 3);
+
+static int
+flush_send(FLUSH *f, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t) n >= sizeof(line) - 2)
+        msg_panic("flush_send: command too long");
+    if (msg_verbose)
+        msg_debug("%s: > %s", f->sp->client, line);
+    memcpy(line + n, "\r\n", 3);
+    if (stream_write(f->s, line, (size_t) n + 2) < 0) {
+        flush_stop_stream(f);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- delays and per-recipient results ----------------------------------- */
+
+/* Postfix's shape: 2 significant digits below 10 s, whole seconds above,
+ * trailing zeros dropped ("0.12", "1.3", "0", "27"). */
+static void
+fmt_delay(char *buf, size_t size, int64_t ms)
+{
+    double s = ms < 0 ? 0 : (double) ms / 1000.0;
+    char *p;
+
+    if (s >= 10)
+        (void) snprintf(buf, size, "%.0f", s);
+    else if (s >= 1)
+        (void) snprintf(buf, size, "%.1f", s);
+    else
+        (void) snprintf(buf, size, "%.2f", s);
+    if (strchr(buf, '.') != NULL) {
+        for (p = buf + strlen(buf) - 1; *p == '0'; p--)
+            *p = 0;
+        if (*p == '.')
+            *p = 0;
+    }
+}
+
+/* Record the result for selected recipient k and log it. code 2xx, 4xx or
+ * 5xx; text is what goes between the parentheses. */
+static void
+rcpt_result(FLUSH *f, FLUSH_MSG *m, size_t k, int code, const char *dsn, const char *text)
+{
+    const QUEUE_ENV *env = m->env;
+    size_t i = m->idx[k];
+    int64_t now = now_ms(), arrival;
+    char d_all[32], d_a[32], d_b[32], d_c[32], d_d[32], reason[700], clean[LOG_CLEAN_BUFSIZE];
+    const char *status;
+    int mark;
+
+    if (m->final[k])
+        return;
+    if (code / 100 == 2) {
+        status = "sent";
+        mark = QUEUE_RCPT_DELIVERED;
+        f->sent++;
+    } else if (code / 100 == 5) {
+        status = "bounced";
+        mark = QUEUE_RCPT_FAILED;
+        f->bounced++;
+    } else {
+        status = "deferred";
+        mark = QUEUE_RCPT_QUEUED;
+        f->deferred++;
+    }
+    /* "CODE DSN text" for the status file (odmr-queue show, bounces). */
+    m->final[k] = mark;
+    (void) str_format(reason, sizeof(reason), "%03d %s %s", code, dsn, text);
+    if (queue_file_mark(m->qf, i, mark, mark == QUEUE_RCPT_DELIVERED ? NULL : reason) < 0) {
+        msg_warn("%s: cannot mark recipient %zu as %c: %s", env->id, i, mark,
+                 strerror(errno));
+    }
+
+    /* arrival -> turn-around / earlier messages / setup / this message */
+    arrival = 0;
+    {
+        long sec, usec;
+        int64_t wall_ms, age_ms;
+
+        now_wall(&sec, &usec);
+        wall_ms = (int64_t) sec * 1000 + usec / 1000;
+        age_ms = wall_ms - ((int64_t) env->arrival_sec * 1000 + env->arrival_usec / 1000);
+        arrival = now - age_ms; /* arrival on the monotonic clock */
+    }
+    fmt_delay(d_all, sizeof(d_all), now - arrival);
+    fmt_delay(d_a, sizeof(d_a), f->reversed_ms - arrival);
+    fmt_delay(d_b, sizeof(d_b), m->start_ms - f->setup_ms);
+    fmt_delay(d_c, sizeof(d_c), f->setup_ms - f->reversed_ms);
+    fmt_delay(d_d, sizeof(d_d), now - m->start_ms);
+    msg_info("%s: to=<%s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)",
+             env->id, log_clean(clean, sizeof(clean), env->rcpt[i].address,
+                                strlen(env->rcpt[i].address)),
+             f->relay, d_all, d_a, d_b, d_c, d_d, dsn, status, text);
+}
+
+/* The result of a customer reply for recipient k. */
+static void
+rcpt_reply(FLUSH *f, FLUSH_MSG *m, size_t k, const SMTP_REPLY *r, FLUSH_STATE in_reply_to)
+{
+    char sum[512], text[700];
+    const char *dsn;
+    char dflt[8];
+    /* A 1xx or 3xx where it makes no sense counts as a temporary failure. */
+    int code = r->code / 100 == 2 || r->code / 100 >= 4 ? r->code : 450;
+
+    smtp_reply_summary(r, sum, sizeof(sum));
+    if (r->enh[0] && r->enh[0] - '0' == code / 100) {
+        dsn = r->enh;
+    } else {
+        (void) str_format(dflt, sizeof(dflt), "%d.0.0", code / 100);
+        dsn = dflt;
+    }
+    if (r->code / 100 == 2)
+        str_copy(text, sum, sizeof(text));
+    else
+        (void) str_format(text, sizeof(text), "host %s said: %s (in reply to %s)",
+                          f->sp->client, sum, flush_reply_to[in_reply_to]);
+    rcpt_result(f, m, k, code, dsn, text);
+}
+
+/* Every recipient without a result yet: deferred for the stop reason. */
+static void
+rcpt_defer_rest(FLUSH *f, FLUSH_MSG *m)
+{
+    for (size_t k = 0; k < m->n; k++)
+        rcpt_result(f, m, k, f->stop_code ? f->stop_code : 451,
+                    f->stop_dsn[0] ? f->stop_dsn : "4.4.2",
+                    f->stop_reason[0] ? f->stop_reason : "delivery interrupted");
+}
+
+/* ---- the customer's greeting and EHLO ------------------------------------- */
+
+static void
+parse_ehlo(FLUSH *f, const SMTP_REPLY *r)
+{
+    const char *p = strchr(r->text, '\n');
+
+    f->features = 0;
+    f->size_limit = 0;
+    while (p != NULL) {
+        char word[32];
+        const char *line = p + 1, *end = strchr(line, '\n');
+        size_t n = 0;
+
+        p = end;
+        while (line[n] && line[n] != '\n' && line[n] != ' ' && line[n] != '='
+               && n < sizeof(word) - 1) {
+            word[n] = line[n];
+            n++;
+        }
+        word[n] = 0;
+        str_upper(word);
+        if (strcmp(word, "PIPELINING") == 0) {
+            f->features |= FEAT_PIPELINING;
+        } else if (strcmp(word, "SIZE") == 0) {
+            f->features |= FEAT_SIZE;
+            if (line[n] == ' ') {
+                long long v = 0;
+                const char *q = line + n + 1;
+
+                while (*q >= '0' && *q <= '9' && v < (1LL << 50))
+                    v = v * 10 + (*q++ - '0');
+                f->size_limit = v;
+            }
+        } else if (strcmp(word, "8BITMIME") == 0) {
+            f->features |= FEAT_8BITMIME;
+        } else if (strcmp(word, "DSN") == 0) {
+            f->features |= FEAT_DSN;
+        } else if (strcmp(word, "SMTPUTF8") == 0) {
+            f->features |= FEAT_SMTPUTF8;
+        } else if (strcmp(word, "STARTTLS") == 0) {
+            f->features |= FEAT_STARTTLS;
+        }
+    }
+}
+
+/* Greeting, EHLO (or HELO), STARTTLS. 0 when mail can be sent. */
+static int
+flush_handshake(FLUSH *f)
+{
+    SMTP_REPLY r;
+    char sum[256];
+    int tls_done = 0;
+
+    flush_set_state(f, FLUSH_BANNER);
+    if (flush_read(f, &r) < 0)
+        return -1;
+    if (r.code / 100 != 2) {
+        msg_warn("%s: customer refused to talk to me: %s", f->sp->client,
+                 smtp_reply_summary(&r, sum, sizeof(sum)));
+        flush_check_421(f, &r);
+        return -1;
+    }
+    for (;;) {
+        flush_set_state(f, FLUSH_EHLO);
+        if (flush_send(f, "EHLO %s", var_myhostname) < 0 || flush_read(f, &r) < 0)
+            return -1;
+        if (r.code / 100 == 2) {
+            parse_ehlo(f, &r);
+        } else if (r.code / 100 == 5) {
+            flush_set_state(f, FLUSH_HELO);
+            if (flush_send(f, "HELO %s", var_myhostname) < 0 || flush_read(f, &r) < 0)
+                return -1;
+            if (r.code / 100 != 2) {
+                msg_warn("%s: customer refused HELO: %s", f->sp->client,
+                         smtp_reply_summary(&r, sum, sizeof(sum)));
+                flush_check_421(f, &r);
+                return -1;
+            }
+            f->features = 0;
+            f->size_limit = 0;
+        } else {
+            msg_warn("%s: customer refused EHLO: %s", f->sp->client,
+                     smtp_reply_summary(&r, sum, sizeof(sum)));
+            flush_check_421(f, &r);
+            return -1;
+        }
+        if (tls_done || stream_tls_active(f->s) || f->sp->tls_client_ctx == NULL
+            || !(f->features & FEAT_STARTTLS))
+            break;
+
+        /* Opportunistic TLS when the ODMR session itself was plain. */
+        flush_set_state(f, FLUSH_STARTTLS);
+        if (flush_send(f, "STARTTLS") < 0 || flush_read(f, &r) < 0)
+            return -1;
+        if (r.code != 220) {
+            msg_info("%s: customer offered STARTTLS but said: %s", f->sp->client,
+                     smtp_reply_summary(&r, sum, sizeof(sum)));
+            flush_check_421(f, &r);
+            if (f->stop)
+                return -1;
+            break;
+        }
+        if (stream_tls_client(f->s, f->sp->tls_client_ctx, NULL) < 0) {
+            msg_warn("%s: TLS handshake on the reversed session failed: %s", f->sp->client,
+                     stream_error_text(f->s));
+            flush_stop_stream(f);
+            return -1;
+        }
+        msg_info("%s: reversed session TLS established: %s", f->sp->client,
+                 stream_tls_info(f->s));
+        tls_done = 1;
+    }
+    if (!stream_tls_active(f->s) && var_smtp_tls_security_level != NULL
+        && str_casecmp(var_smtp_tls_security_level, "encrypt") == 0) {
+        msg_warn("%s: smtp_tls_security_level=encrypt but TLS is not available; "
+                 "mail stays queued", f->sp->client);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- one message --------------------------------------------------------- */
+
+/* Values from the queue file go on command lines: no control bytes, no
+ * angle brackets, and short enough that a command line stays within
+ * flush_send()'s buffer. */
+static int
+field_ok(const char *s)
+{
+    if (s == NULL)
+        return 1;
+    if (strlen(s) > 1000)
+        return 0;
+    for (; *s; s++)
+        if ((unsigned char) *s < 0x20 || *s == 0x7f || *s == '<' || *s == '>')
+            return 0;
+    return 1;
+}
+
+static int
+has_8bit(const char *s)
+{
+    for (; s && *s; s++)
+        if ((unsigned char) *s >= 0x80)
+            return 1;
+    return 0;
+}
+
+static void
+msg_free(FLUSH_MSG *m)
+{
+    free(m->idx);
+    free(m->accepted);
+    free(m->final);
+    m->idx = NULL;
+    m->accepted = m->final = NULL;
+}
+
+/* All selected recipients final: the domain is done with the file. */
+static void
+msg_finish(FLUSH *f, FLUSH_MSG *m)
+{
+    int all_final = 1;
+    char *err = NULL;
+
+    for (size_t k = 0; k < m->n; k++)
+        if (m->final[k] != QUEUE_RCPT_DELIVERED && m->final[k] != QUEUE_RCPT_FAILED)
+            all_final = 0;
+    if (all_final && queue_file_done(f->sp->queue, &m->qf, m->domain, &err) < 0) {
+        msg_warn("%s: queue_file_done for %s: %s", m->env->id, m->domain, err ? err : "error");
+        free(err);
+    }
+    if (m->qf != NULL)
+        queue_file_close(&m->qf);
+    if (++f->since_sync >= 100) {
+        if (queue_sync(f->sp->queue, &err) < 0) {
+            msg_warn("queue_sync: %s", err ? err : "error");
+            free(err);
+        }
+        f->since_sync = 0;
+    }
+}
+
+/* Send the content after 354 and read the reply to the final dot. */
+static void
+msg_data(FLUSH *f, FLUSH_MSG *m)
+{
+    SMTP_REPLY r;
+    const QUEUE_ENV *env = m->env;
+
+    flush_set_state(f, FLUSH_XFER);
+    if (stream_sendfile(f->s, queue_file_fd(m->qf), env->content_offset,
+                        (size_t) env->content_length) < 0) {
+        flush_stop_stream(f);
+        return;
+    }
+    flush_set_state(f, FLUSH_DOT);
+    if (flush_read(f, &r) < 0)
+        return;
+    /* Tests: die between the customer's answer and our bookkeeping. */
+    queue_fault("mid-flush");
+    for (size_t k = 0; k < m->n; k++)
+        if (m->accepted[k])
+            rcpt_reply(f, m, k, &r, FLUSH_DOT);
+    flush_check_421(f, &r);
+}
+
+/* Read the replies of every pending command, in order. */
+static void
+msg_drain(FLUSH *f, FLUSH_MSG *m)
+{
+    for (size_t p = 0; p < m->npend; p++) {
+        FLUSH_PENDING *pd = m->pend + p;
+        SMTP_REPLY r;
+
+        if (f->stop)
+            break;
+        flush_set_state(f, pd->kind);
+        if (flush_read(f, &r) < 0)
+            break;
+        switch (pd->kind) {
+        case FLUSH_MAIL:
+            if (r.code / 100 != 2) {
+                m->mail_failed = 1;
+                for (size_t k = 0; k < m->n; k++)
+                    rcpt_reply(f, m, k, &r, FLUSH_MAIL);
+            } else {
+                m->need_rset = 1;
+            }
+            break;
+        case FLUSH_RCPT:
+            if (m->mail_failed)
+                break;
+            if (r.code / 100 == 2) {
+                m->accepted[pd->k] = 1;
+                m->naccepted++;
+            } else {
+                rcpt_reply(f, m, pd->k, &r, FLUSH_RCPT);
+            }
+            break;
+        case FLUSH_DATA:
+            if (r.code == 354) {
+                if (m->mail_failed || m->naccepted == 0) {
+                    /* A server that says 354 with nobody to deliver to: end
+                     * the empty transaction, then reset. */
+                    flush_set_state(f, FLUSH_DOT);
+                    if (flush_send(f, ".") == 0)
+                        (void) flush_read(f, &r);
+                    m->need_rset = 1;
+                } else {
+                    msg_data(f, m);
+                    m->need_rset = 0;
+                }
+            } else if (!m->mail_failed) {
+                for (size_t k = 0; k < m->n; k++)
+                    if (m->accepted[k])
+                        rcpt_reply(f, m, k, &r, FLUSH_DATA);
+            }
+            break;
+        default:
+            msg_panic("msg_drain: bad pending kind %d", (int) pd->kind);
+        }
+        flush_check_421(f, &r);
+    }
+    m->npend = 0;
+}
+
+static void
+msg_queue_cmd(FLUSH *f, FLUSH_MSG *m, FLUSH_STATE kind, size_t k)
+{
+    m->pend[m->npend].kind = kind;
+    m->pend[m->npend].k = k;
+    m->npend++;
+    if (!(f->features & FEAT_PIPELINING) || m->npend >= FLUSH_PIPE_MAX)
+        msg_drain(f, m);
+}
+
+static void
+flush_message(FLUSH *f, const char *domain, const char *id)
+{
+    FLUSH_MSG m;
+    char *err = NULL, text[512];
+    const QUEUE_ENV *env;
+    const char *body = NULL;
+    long long size;
+
+    memset(&m, 0, sizeof(m));
+    m.domain = domain;
+    errno = 0;
+    if ((m.qf = queue_file_open(f->sp->queue, id, 1, &err)) == NULL) {
+        if (errno == ENOENT && err == NULL) {
+            /* Delivered through another domain's flush, or deleted: the
+             * index entry is stale. */
+            msg_debug("%s: queue file gone; dropping its %s index entry", id, domain);
+            if (queue_index_drop(f->sp->queue, domain, id, &err) < 0)
+                msg_warn("%s: cannot drop index entry for %s: %s", id, domain,
+                         err ? err : "error");
+        } else
+            msg_warn("%s: cannot open queue file: %s", id, err ? err : strerror(errno));
+        free(err);
+        return;
+    }
+    env = m.env = queue_file_env(m.qf);
+
+    /* The recipients of this domain that are still queued. */
+    m.idx = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        const char *d = addr_domain(env->rcpt[i].address);
+
+        if (env->rcpt[i].status == QUEUE_RCPT_QUEUED && d != NULL && str_casecmp(d, domain) == 0)
+            m.idx[m.n++] = i;
+    }
+    if (m.n == 0) {
+        /* Nothing of this domain left in the file (an earlier flush was
+         * interrupted before its index update): just drop the entry. */
+        msg_free(&m);
+        if (queue_file_done(f->sp->queue, &m.qf, domain, &err) < 0) {
+            msg_warn("%s: queue_file_done for %s: %s", id, domain, err ? err : "error");
+            free(err);
+        }
+        if (m.qf != NULL)
+            queue_file_close(&m.qf);
+        return;
+    }
+    m.accepted = x_calloc(m.n, sizeof(int));
+    m.final = x_calloc(m.n, sizeof(int));
+
+    /* Damaged envelope fields never reach the wire. */
+    {
+        int ok = field_ok(env->sender) && field_ok(env->envid) && field_ok(env->ret);
+
+        for (size_t k = 0; k < m.n && ok; k++) {
+            const QUEUE_RCPT *rc = env->rcpt + m.idx[k];
+
+            ok = field_ok(rc->address) && field_ok(rc->notify) && field_ok(rc->orcpt);
+        }
+        if (!ok) {
+            msg_warn("%s: queue file has control characters in its envelope; skipped", id);
+            queue_file_close(&m.qf);
+            msg_free(&m);
+            return;
+        }
+    }
+
+    f->messages++;
+    m.start_ms = now_ms();
+    /* The size the sender declared or the store counted; the content's own
+     * length when the file has none. */
+    size = env->size > 0 ? env->size
+                         : (env->content_length > 3 ? env->content_length - 3 : 0);
+
+    /* Refusals decided here, as smtp(8) does. */
+    if ((f->features & FEAT_SIZE) && f->size_limit > 0 && size > f->size_limit) {
+        (void) str_format(text, sizeof(text),
+                          "message size %lld exceeds size limit %lld of server %s", size,
+                          f->size_limit, f->sp->client);
+        for (size_t k = 0; k < m.n; k++)
+            rcpt_result(f, &m, k, 552, "5.3.4", text);
+        goto done;
+    }
+    if (env->smtputf8 && !(f->features & FEAT_SMTPUTF8)) {
+        int need = has_8bit(env->sender);
+
+        for (size_t k = 0; k < m.n && !need; k++)
+            need = has_8bit(env->rcpt[m.idx[k]].address);
+        if (need) {
+            (void) str_format(text, sizeof(text),
+                              "SMTPUTF8 is required, but was not offered by host %s",
+                              f->sp->client);
+            for (size_t k = 0; k < m.n; k++)
+                rcpt_result(f, &m, k, 550, "5.6.7", text);
+            goto done;
+        }
+    }
+    if (env->body != NULL && (f->features & FEAT_8BITMIME)
+        && (str_casecmp(env->body, "8BITMIME") == 0 || str_casecmp(env->body, "BINARYMIME") == 0))
+        body = "8BITMIME";
+
+    /* MAIL, RCPT..., DATA: one group with PIPELINING, else one by one. */
+    {
+        char params[600] = "";
+        size_t used = 0;
+        int n;
+
+#define ADD_PARAM(...)                                                                   \
+    do {                                                                                 \
+        n = snprintf(params + used, sizeof(params) - used, __VA_ARGS__);                 \
+        if (n > 0 && (size_t) n < sizeof(params) - used)                                 \
+            used += (size_t) n;                                                          \
+    } while (0)
+
+        if (f->features & FEAT_SIZE)
+            ADD_PARAM(" SIZE=%lld", size);
+        if (body)
+            ADD_PARAM(" BODY=%s", body);
+        if (env->smtputf8 && (f->features & FEAT_SMTPUTF8) && var_smtputf8_enable)
+            ADD_PARAM(" SMTPUTF8");
+        if ((f->features & FEAT_DSN) && env->ret)
+            ADD_PARAM(" RET=%s", env->ret);
+        if ((f->features & FEAT_DSN) && env->envid)
+            ADD_PARAM(" ENVID=%s", env->envid);
+        flush_set_state(f, FLUSH_MAIL);
+        if (flush_send(f, "MAIL FROM:<%s>%s", env->sender, params) < 0)
+            goto done;
+        msg_queue_cmd(f, &m, FLUSH_MAIL, 0);
+    }
+    for (size_t k = 0; k < m.n && !f->stop && !m.mail_failed; k++) {
+        const QUEUE_RCPT *rc = env->rcpt + m.idx[k];
+        char params[600] = "";
+        size_t used = 0;
+        int n;
+
+        if ((f->features & FEAT_DSN) && rc->notify)
+            ADD_PARAM(" NOTIFY=%s", rc->notify);
+        if ((f->features & FEAT_DSN) && rc->orcpt)
+            ADD_PARAM(" ORCPT=%s", rc->orcpt);
+#undef ADD_PARAM
+        flush_set_state(f, FLUSH_RCPT);
+        if (flush_send(f, "RCPT TO:<%s>%s", rc->address, params) < 0)
+            goto done;
+        msg_queue_cmd(f, &m, FLUSH_RCPT, k);
+    }
+    if (!f->stop && !m.mail_failed
+        && ((f->features & FEAT_PIPELINING) || m.naccepted > 0)) {
+        flush_set_state(f, FLUSH_DATA);
+        if (flush_send(f, "DATA") < 0)
+            goto done;
+        msg_queue_cmd(f, &m, FLUSH_DATA, 0);
+    }
+    if (m.npend > 0)
+        msg_drain(f, &m);
+
+    /* A transaction left open (no recipient, DATA refused): reset it. */
+    if (!f->stop && m.need_rset && !m.mail_failed) {
+        SMTP_REPLY r;
+
+        flush_set_state(f, FLUSH_RSET);
+        if (flush_send(f, "RSET") == 0 && flush_read(f, &r) == 0)
+            flush_check_421(f, &r);
+    }
+
+done:
+    if (f->stop)
+        rcpt_defer_rest(f, &m);
+    /* Anything still without a result (cannot happen unless the customer
+     * skipped a reply): deferred. */
+    for (size_t k = 0; k < m.n; k++)
+        if (!m.final[k])
+            rcpt_result(f, &m, k, 451, "4.4.2", "no reply from the customer");
+    msg_finish(f, &m);
+    msg_free(&m);
+}
+
+/* ---- the session --------------------------------------------------------- */
+
+static int
+flush_limit_reached(const FLUSH *f)
+{
+    return var_flush_message_limit > 0 && f->messages >= (unsigned long) var_flush_message_limit;
+}
+
+static void
+flush_domain(FLUSH *f, const char *domain)
+{
+    char **ids = NULL, *err = NULL;
+    ssize_t n = queue_domain_ids(f->sp->queue, domain, &ids, &err);
+
+    if (n < 0) {
+        msg_warn("%s: queue lookup of %s: %s", f->sp->client, domain, err ? err : "error");
+        free(err);
+        return;
+    }
+    for (ssize_t i = 0; i < n && !f->stop; i++) {
+        if (flush_limit_reached(f)) {
+            msg_info("%s: flush_message_limit=%ld reached; the rest waits for the next ATRN",
+                     f->sp->client, var_flush_message_limit);
+            break;
+        }
+        flush_message(f, domain, ids[i]);
+    }
+    queue_ids_free(&ids, (size_t) n);
+    /* Make this domain's marks and index removals durable before the next
+     * domain: a message with recipients in both is opened again there. */
+    if (queue_sync(f->sp->queue, &err) < 0) {
+        msg_warn("queue_sync: %s", err ? err : "error");
+        free(err);
+    }
+    f->since_sync = 0;
+}
+
+void
+odmrd_flush_run(ODMRD_SESSION *sp)
+{
+    FLUSH f;
+    char *err = NULL;
+
+    memset(&f, 0, sizeof(f));
+    f.sp = sp;
+    f.s = sp->stream;
+    f.reversed_ms = now_ms();
+    (void) str_format(f.relay, sizeof(f.relay), "%s:%s", sp->client, sp->client_port);
+
+    if (flush_handshake(&f) == 0) {
+        f.setup_ms = now_ms();
+        for (size_t i = 0; i < sp->ndomains && !f.stop && !flush_limit_reached(&f); i++)
+            flush_domain(&f, sp->domains[i]);
+        if (!f.stop) {
+            SMTP_REPLY r;
+
+            flush_set_state(&f, FLUSH_QUIT);
+            if (flush_send(&f, "QUIT") == 0)
+                (void) flush_read(&f, &r);
+        }
+    } else if (!f.stop) {
+        SMTP_REPLY r;
+
+        /* The customer refused the session politely: say goodbye. */
+        flush_set_state(&f, FLUSH_QUIT);
+        if (flush_send(&f, "QUIT") == 0)
+            (void) flush_read(&f, &r);
+    }
+    if (queue_sync(sp->queue, &err) < 0) {
+        msg_warn("queue_sync: %s", err ? err : "error");
+        free(err);
+    }
+    msg_info("%s: reversed session done: messages=%lu sent=%lu deferred=%lu bounced=%lu",
+             sp->client, f.messages, f.sent, f.deferred, f.bounced);
+}

@@ -1,0 +1,119 @@
+#!/bin/bash
+# t_odmrd_tls.sh - odmrd with TLS through the sandbox: tls_security_level =
+# encrypt (no AUTH before STARTTLS), SASL EXTERNAL from a client certificate
+# signed by the sandbox's test CA and mapped by tls_cert_user_maps, an
+# unmapped or unverified certificate, SCRAM-SHA-256, and STARTTLS injection
+# (bytes pipelined after STARTTLS are thrown away).
+set -eu
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+require_root
+require_cmd postfix openssl postmap
+require_bin odmrd odmr-enqueue odmr-store
+
+sandbox_start
+
+CUSTOMER=$LIB_DIR/odmr_customer.py
+PW1=$ODMR_PASSWORD_cust1
+TLS=$SANDBOX_DIR/tls
+
+customer() {
+    out=$(/usr/bin/python3 "$CUSTOMER" --host "$ODMR_HOST" --port "$ODMR_PORT" --timeout 30 \
+        --user cust1 --password "$PW1" "$@" 2>&1) || true
+}
+has() { grep -q -- "$2" <<<"$1"; }
+
+# Client certificates: one signed by the test CA, one self-signed.
+(
+    cd "$TLS"
+    openssl req -newkey rsa:2048 -nodes -subj /CN=cust1 -keyout c1.key -out c1.csr 2>/dev/null
+    openssl x509 -req -in c1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -out c1.pem 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=cust1 -days 2 -keyout self.key \
+        -out self.pem 2>/dev/null
+)
+fp() { openssl x509 -in "$1" -noout -fingerprint -sha256 | cut -d= -f2; }
+{
+    echo "$(fp "$TLS/c1.pem") cust1"
+    echo "$(fp "$TLS/self.pem") cust1"
+} >"$CONFIG_DIR/odmr_certs"
+postmap -c "$CONFIG_DIR" "hash:$CONFIG_DIR/odmr_certs"
+cat >>"$CONFIG_DIR/odmr.cf" <<EOF
+tls_CAfile = $TLS/ca.pem
+tls_cert_user_maps = hash:$CONFIG_DIR/odmr_certs
+EOF
+
+printf 'Subject: tls\n\nover tls\n' |
+    "$BIN/odmr-enqueue" -c "$CONFIG_DIR" -f s@sender.test -- t1@example.org t2@example.net >/dev/null
+
+# EXTERNAL with a verified, mapped certificate.
+customer --starttls --cafile "$TLS_CA_FILE" --cert "$TLS/c1.pem" --key "$TLS/c1.key" \
+    --mech EXTERNAL --domains example.org
+if has "$out" '^auth: 235 ' && has "$out" '^messages: 1$'; then
+    ok "EXTERNAL with a CA-signed mapped certificate"
+else
+    fail "EXTERNAL with a CA-signed mapped certificate" "$out"
+fi
+if odmr_log_grep 'sasl_method=EXTERNAL, sasl_username=cust1'; then ok "EXTERNAL logged"; else fail "EXTERNAL logged" "no line"; fi
+
+# A self-signed certificate does not verify: no EXTERNAL, even though mapped.
+customer --starttls --cert "$TLS/self.pem" --key "$TLS/self.key" --mech EXTERNAL
+if has "$out" '^auth: 535 '; then ok "unverified certificate: EXTERNAL 535"; else fail "unverified certificate: EXTERNAL 535" "$out"; fi
+# No certificate at all.
+customer --starttls --mech EXTERNAL
+if has "$out" '^auth: 535 '; then ok "no certificate: EXTERNAL 535"; else fail "no certificate: EXTERNAL 535" "$out"; fi
+
+# SCRAM-SHA-256, with the server's signature checked by the customer.
+customer --mech SCRAM-SHA-256 --domains example.net
+if has "$out" '^scram: server signature ok' && has "$out" '^auth: 235 ' && has "$out" '^messages: 1$'; then
+    ok "SCRAM-SHA-256"
+else
+    fail "SCRAM-SHA-256" "$out"
+fi
+
+# STARTTLS injection: a command sent in the same packet as STARTTLS must
+# not be executed after the handshake.
+inj=$(/usr/bin/python3 - "$ODMR_HOST" "$ODMR_PORT" <<'EOF'
+import socket, ssl, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+f = s.makefile("rb")
+def reply(fh):
+    out = []
+    while True:
+        l = fh.readline().decode().rstrip("\r\n")
+        out.append(l)
+        if len(l) < 4 or l[3] != "-":
+            return out
+reply(f)
+s.sendall(b"EHLO x\r\n"); reply(f)
+s.sendall(b"STARTTLS\r\nNOOP\r\n"); print(reply(f)[-1])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s); g = t.makefile("rb")
+t.sendall(b"QUIT\r\n"); print(reply(g)[-1])
+EOF
+) || true
+if [ "$(sed -n 2p <<<"$inj")" = "221 2.0.0 Bye" ]; then
+    ok "STARTTLS: pipelined plaintext is discarded"
+else
+    fail "STARTTLS: pipelined plaintext is discarded" "$inj"
+fi
+
+# tls_security_level = encrypt: no AUTH before STARTTLS.
+sed -i 's/^tls_security_level = .*/tls_security_level = encrypt/' "$CONFIG_DIR/odmr.cf"
+customer --mech none --before-auth "AUTH CRAM-MD5"
+if ! has "$out" '^ehlo: .*AUTH' && has "$out" '^cmd: AUTH -> 530 5.7.0 Must issue a STARTTLS command first'; then
+    ok "encrypt: AUTH neither offered nor accepted before TLS"
+else
+    fail "encrypt: AUTH neither offered nor accepted before TLS" "$out"
+fi
+customer --starttls --mech CRAM-MD5
+if has "$out" '^auth: 235 '; then ok "encrypt: AUTH after STARTTLS"; else fail "encrypt: AUTH after STARTTLS" "$out"; fi
+
+if odmr_log_grep 'odmrd.*(fatal|panic):'; then
+    fail "no fatal or panic" "$(grep -E 'odmrd.*(fatal|panic):' "$ODMR_LOG_FILE" | head -3)"
+else
+    ok "no fatal or panic"
+fi
+
+done_testing
