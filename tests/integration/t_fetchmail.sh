@@ -18,7 +18,7 @@
 # it neither reads nor writes root's ~/.fetchmailrc, ~/.fetchids or
 # /var/run/fetchmail.pid.
 #
-# shellcheck disable=SC2154 # ODMR_PASSWORD_cust1 comes from sandbox_start
+# shellcheck disable=SC2154,SC2317 # ODMR_PASSWORD_cust1 comes from sandbox_start; functions called indirectly
 set -eu
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
