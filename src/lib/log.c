@@ -22,6 +22,7 @@ static char msg_prog[64] = "odmr";
 static char msg_syslog_name[64] = "postfix";
 static char msg_tag[160] = "postfix/odmr";
 static char msg_logfile[1024];
+static int msg_logfile_fd = -1; /* kept open: one open(2) per line is costly */
 static int msg_flags = MSG_SYSLOG;
 static int msg_facility = LOG_MAIL;
 static int msg_syslog_open;
@@ -80,6 +81,10 @@ msg_set_facility(const char *facility)
 void
 msg_set_logfile(const char *path)
 {
+    if (strcmp(msg_logfile, path ? path : "") != 0 && msg_logfile_fd >= 0) {
+        (void) close(msg_logfile_fd);
+        msg_logfile_fd = -1;
+    }
     str_copy(msg_logfile, path ? path : "", sizeof(msg_logfile));
 }
 
@@ -143,11 +148,11 @@ msg_emit(int level, const char *prefix, const char *fmt, va_list ap)
         }
         snprintf(line, sizeof(line), "%s %s %s[%ld]: %s%s\n", stamp, host, msg_tag,
                  (long) getpid(), prefix, text);
-        fd = open(msg_logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-        if (fd >= 0) {
+        if (msg_logfile_fd < 0)
+            msg_logfile_fd = open(msg_logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        fd = msg_logfile_fd;
+        if (fd >= 0)
             (void) write_all(fd, line, strlen(line));
-            close(fd);
-        }
     }
     if (msg_flags & MSG_STDERR) {
         snprintf(line, sizeof(line), "%s: %s%s\n", msg_prog, prefix, text);
