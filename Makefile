@@ -7,6 +7,7 @@
 #   make clang           the whole build again with clang (warnings are errors)
 #   make fuzz            libFuzzer targets, run longer (FUZZ_SECONDS=300)
 #   make install DESTDIR=... PREFIX=/usr
+#   make man             regenerate man/*.8 from the programs' header comments
 
 CC      ?= cc
 BUILD   ?= build
@@ -32,7 +33,7 @@ UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
-.PHONY: all check check-unit check-integration asan clang fuzz fuzz-quick install clean
+.PHONY: all check check-unit check-integration asan clang fuzz fuzz-quick install clean man
 
 all: $(LIB_A) $(PROG_BIN) $(UNIT_BIN)
 
@@ -92,6 +93,10 @@ install: all
 	done
 	for m in $(wildcard man/*.8); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man8/; done
 	for m in $(wildcard man/*.5); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man5/; done
+
+# Man pages come from the man text at the top of each program's main file.
+man:
+	for p in $(PROGS); do scripts/srctoman src/$$p/$$p.c 8 > man/$$p.8; done
 
 clean:
 	rm -rf build build-asan build-clang build-fuzz

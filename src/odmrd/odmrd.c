@@ -39,7 +39,7 @@
  *     (bad credentials), 538 (mechanism needs TLS). Every failure is
  *     followed by a pause of auth_failure_delay; after auth_failure_limit
  *     failures the session ends with 421.
- *     .IP "ATRN [domain *("," domain)]"
+ *     .IP "ATRN [domain *(\(dq,\(dq domain)]"
  *     Only after AUTH (else 530). Domains are case-insensitive; a malformed
  *     list, or more than atrn_domain_limit domains, gives 501. Every
  *     requested domain must list the SASL user in domain_maps, else 450 and
