@@ -10,20 +10,23 @@ lib.sh's py_checks; passwords as arguments):
     flood N                open N connections quickly (some send partial
                            lines, a half AUTH, half a 100 KiB line), drop
                            them all; prints "opened N"
-    stall USER PASSWORD DOMAIN K SAVEDIR
+    stall USER PASSWORD DOMAIN K SAVEDIR [data]
                            a customer that answers 250 to the final dot of
                            messages 1..K-1 and never answers message K's;
                            prints "port P" once connected and "stalled K"
                            when message K's dot arrived, then waits until
                            odmrd goes away; saves NNN.msg like
                            odmr_customer.py (and NNN.ok for those that got
-                           250)
+                           250). With "data": it stops reading right after
+                           its 354 for message K ("stalled-data K") and
+                           sleeps (the caller kills it)
     race USER PASSWORD DOMAIN SAVEDIR1 SAVEDIR2
                            two sessions authenticate, then send ATRN DOMAIN
                            at the same moment; prints "atrn1: CODE",
                            "atrn2: CODE"; the winner delivers (250 to
                            everything, after a 1 s pause before its 220 so
-                           that the loser's ATRN surely finds the lock taken)
+                           that the loser's ATRN surely finds the lock taken);
+                           DOMAIN "-": ATRN without domains
 
 Only Debian's /usr/bin/python3 and its standard library.
 """
@@ -313,6 +316,32 @@ def case_tls_garbage():
     healthy("TLS garbage")
 
 
+def case_tls_bad():
+    """The same bad input inside TLS (reads go through OpenSSL there)."""
+    import ssl
+    c = Conn()
+    c.reply()
+    c.cmd("EHLO robust.test")
+    r = c.cmd("STARTTLS")
+    if r[0] != 220:
+        report("bad input under TLS", False, r)
+        return
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c.sock = ctx.wrap_socket(c.sock)
+    c.buf = b""
+    r = [c.cmd("EHLO robust.test"), c.cmd(b"NOOP " + b"x" * (100 * 1024)),
+         c.cmd(b"NO\x00OP"), c.cmd(b"AUTH PLAIN ####")]
+    c.send(b"NOOP\n" * 500 + b"QUIT\r\n")
+    r += [c.reply() for _ in range(501)]
+    report("under TLS: 100 KiB line 500, NUL 500, bad base64 501, 500 pipelined NOOPs, QUIT",
+           codes(r[:4]) == [250, 500, 500, 501] and codes(r[4:]).count(250) == 500
+           and r[-1][0] == 221, codes(r[:4]) + codes(r)[-2:])
+    c.close()
+    healthy("bad input under TLS")
+
+
 def case_drops():
     """Drops at every point of the server side."""
     for data in (b"", b"EH", b"EHLO robust.test\r\n", b"EHLO robust.test\r\nAUTH CRAM-MD5\r\n",
@@ -409,7 +438,7 @@ def cmd_badinput(argv):
     user = argv[1] if len(argv) > 1 else "cust1"
     domain = argv[2] if len(argv) > 2 else "example.org"
     cases = [case_long_line, case_nul, case_bare_lf_cr, case_base64,
-             lambda: case_pipelining(user, password), case_tls_garbage, case_drops,
+             lambda: case_pipelining(user, password), case_tls_garbage, case_tls_bad, case_drops,
              lambda: case_reversed(user, password, domain)]
     for fn in cases:
         try:
@@ -457,10 +486,11 @@ def cmd_flood(argv):
 class Server:
     """The customer's SMTP server on the reversed connection."""
 
-    def __init__(self, c, savedir, stall=0, greeting_delay=0.0):
+    def __init__(self, c, savedir, stall=0, greeting_delay=0.0, stall_data=0):
         self.c = c
         self.savedir = savedir
         self.stall = stall
+        self.stall_data = stall_data
         self.greeting_delay = greeting_delay
         self.n = 0
         os.makedirs(savedir, exist_ok=True)
@@ -484,6 +514,11 @@ class Server:
             elif verb == b"DATA":
                 c.send(b"354 go ahead\r\n")
                 self.n += 1
+                if self.n == self.stall_data:
+                    # Read no more: odmrd blocks sending the content.
+                    print("stalled-data %d" % self.n, flush=True)
+                    time.sleep(600)
+                    return "gave up"
                 raw = []
                 try:
                     while True:
@@ -511,13 +546,17 @@ class Server:
 
 def cmd_stall(argv):
     user, password, domain, k, savedir = argv[0], argv[1], argv[2], int(argv[3]), argv[4]
+    in_data = len(argv) > 5 and argv[5] == "data"
     c = login(user, password)
+    if in_data:
+        # A small receive buffer, so that odmrd's sending blocks early.
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     print("port %d" % c.sock.getsockname()[1], flush=True)
     r = c.cmd("ATRN " + domain)
     print("atrn: %d" % r[0], flush=True)
     if r[0] != 250:
         return 2
-    srv = Server(c, savedir, stall=k)
+    srv = Server(c, savedir, stall=0 if in_data else k, stall_data=k if in_data else 0)
     how = srv.run()
     print("end: %s" % how, flush=True)
     print("messages: %d" % srv.n, flush=True)
@@ -533,7 +572,7 @@ def cmd_race(argv):
     def go(i, savedir):
         c = conns[i]
         barrier.wait()
-        c.send(("ATRN %s\r\n" % domain).encode())
+        c.send(("ATRN %s\r\n" % domain if domain != "-" else "ATRN\r\n").encode())
         code, _ = c.reply()
         out[i] = ["atrn%d: %d" % (i + 1, code)]
         if code == 250:
