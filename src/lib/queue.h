@@ -181,7 +181,9 @@ void queue_file_close(QUEUE_FILE **fp);
  * file; when a recipient of this domain is still QUEUED (deferred) the
  * domain's entry is kept. *fp is closed and set to NULL either way.
  * A file closed after queue_file_mark() is fdatasync'd by queue_sync(),
- * before the batched removals are committed. */
+ * before the batched removals are committed. A file that is removed is
+ * unlinked and closed by a thread of the library, off the caller's path;
+ * queue_sync() and queue_close() wait until those removals are done. */
 int queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r);
 /* Commit batched index removals and fdatasync marked files. */
 int queue_sync(QUEUE *q, char **error_r);

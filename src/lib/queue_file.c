@@ -912,13 +912,24 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
         size_t n = queue_env_domains(&f->env, 0, &domains);
         int xy = queue_xy_fd(q, f->env.id, 0, NULL);
 
-        if (xy >= 0 && unlinkat(xy, f->env.id, 0) < 0 && errno != ENOENT) {
-            queue_error(error_r, "remove queue file %s: %m", f->env.id);
-            queue_strings_free(&domains, n);
-            ret = -1;
-            goto out;
+        /* Unlock before the descriptor goes to the removal thread. */
+        fl.l_type = F_UNLCK;
+        (void) fcntl(f->fd, F_OFD_SETLK, &fl);
+        locked = 0;
+        if (xy < 0) {
+            (void) unlinkat(q->status_fd, f->env.id, 0);
+        } else {
+            /* The thread unlinks msg/XY/ID and status/ID and closes fd. */
+            int fd = f->fd;
+
+            f->fd = -1;
+            if (queue_remove_file(q, xy, f->env.id, fd) < 0) {
+                queue_error(error_r, "remove queue file %s: %m", f->env.id);
+                queue_strings_free(&domains, n);
+                ret = -1;
+                goto out;
+            }
         }
-        (void) unlinkat(q->status_fd, f->env.id, 0);
         for (size_t i = 0; i < n; i++)
             queue_pending_add(q, domains[i], f->env.id);
         queue_strings_free(&domains, n);

@@ -40,6 +40,7 @@ struct queue {
     size_t pending_count, pending_alloc;
     int *sync_fds;         /* marked files waiting for fdatasync */
     size_t sync_count, sync_alloc;
+    struct queue_reaper *reaper; /* removal thread, started on first use */
 };
 
 struct queue_file {
@@ -71,6 +72,17 @@ int queue_index_remove(QUEUE *q, const QUEUE_PAIR *pairs, size_t count, char **e
 /* Empty the index: 0 or -1. */
 int queue_index_truncate(QUEUE *q, char **error_r);
 void queue_pending_add(QUEUE *q, const char *domain, const char *id);
+/* Remove a finished queue file (msg/XY/ID and status/ID) and close fd,
+ * its last descriptor, off the caller's path: a thread does the unlinks
+ * and the close (where ext4 frees the blocks, with a synchronous discard
+ * on file systems mounted with -o discard). queue_sync() and queue_close()
+ * wait until every handed-over removal is done. Falls back to doing it
+ * here when the thread cannot start. 0, or -1 with errno (synchronous
+ * failure only; a failure in the thread is reported by queue_sync()). */
+int queue_remove_file(QUEUE *q, int xy_fd, const char *id, int fd);
+/* Wait for the removal thread to catch up: 0, or -1 with *error_r when a
+ * removal failed meanwhile. */
+int queue_reaper_drain(QUEUE *q, char **error_r);
 void queue_sync_fd_add(QUEUE *q, int fd);
 
 /* queue_file.c */

@@ -12,7 +12,20 @@
  * group (MAIL, RCPTs, DATA) is written before the replies are read in
  * order; without it, each command waits for its reply.
  *
- * Per recipient (only those of the flushed domain that are still queued):
+ * Across messages, with PIPELINING: one message's content and final dot,
+ * then the next message's MAIL, RCPT and DATA go out as one group (RFC
+ * 2920 section 3.1: the content may start a group), corked into the same
+ * TCP segments; the dot's reply is read with the next message's replies.
+ * A message costs one round trip instead of two. The earlier message's
+ * results are recorded once its dot reply is in (never before: nothing
+ * leaves the queue without its 2xx); a connection lost meanwhile defers
+ * it ("message may be sent more than once").
+ *
+ * A message goes once to all its still-queued recipients in the requested
+ * domains (the first requested domain that indexes it sends it; the others
+ * skip it).
+ *
+ * Per recipient (only those of the requested domains that are still queued):
  *     2xx after the final dot      -> delivered: 'D', logged status=sent
  *     5xx (MAIL, RCPT, DATA, dot)  -> failed: 'F', status=bounced; never
  *                                     sent again, odmr-queue makes the DSN
@@ -22,10 +35,13 @@
  * Postfix bounces on a permanent size refusal.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "config.h"
 #include "log.h"
@@ -127,19 +143,60 @@ typedef struct {
     int64_t setup_ms;     /* EHLO done */
     unsigned long messages, sent, deferred, bounced;
     unsigned long since_sync;
+    struct flush_msg *prev; /* content sent, reply to its dot not read yet */
+    int corked;             /* TCP_CORK set on the customer's socket */
+    /* Messages with recipients in more than one requested domain, already
+     * sent (once, to all of them) under an earlier domain: sorted IDs. */
+    char (*seen)[QUEUE_ID_LEN + 1];
+    size_t nseen, aseen;
 } FLUSH;
 
-typedef struct {
+/* fd 1 is the customer's socket under spawn(8) (odmrd.c reads fd 0 and
+ * writes fd 1); setsockopt() on anything else fails harmlessly. */
+#define FLUSH_SOCKET_FD 1
+
+/* One message's content, the dot and the next message's MAIL, RCPT and
+ * DATA leave in the same TCP segments: the customer then reads them in one
+ * go and answers them with one write. Sent apart, a customer with Nagle on
+ * (smtp-sink, smtpd) answers the dot at once and holds the next replies
+ * until that answer is ACKed: a delayed-ACK stall (up to 40 ms) per
+ * message. */
+static void
+flush_cork(FLUSH *f)
+{
+    int one = 1;
+
+    if (!f->corked
+        && setsockopt(FLUSH_SOCKET_FD, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) == 0)
+        f->corked = 1;
+}
+
+/* Before any wait for a reply: everything we wrote goes out now. */
+static void
+flush_uncork(FLUSH *f)
+{
+    int zero = 0;
+
+    if (!f->corked)
+        return;
+    (void) stream_flush(f->s); /* a failure shows at the next read */
+    (void) setsockopt(FLUSH_SOCKET_FD, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
+    f->corked = 0;
+}
+
+typedef struct flush_msg {
     QUEUE_FILE *qf;
     const QUEUE_ENV *env;
     const char *domain;
     size_t n;           /* selected recipients */
     size_t *idx;        /* their index in env->rcpt */
+    size_t *dom;        /* their domain's index in sp->domains */
     int *accepted;      /* RCPT got 2xx */
     int *final;         /* the result recorded: 0 (none yet) or QUEUE_RCPT_* */
     size_t naccepted;
     int mail_failed;
     int need_rset;
+    int dot_pending;    /* content sent; the dot's reply comes later */
     int64_t start_ms;
     FLUSH_PENDING pend[FLUSH_PIPE_MAX + 2];
     size_t npend;
@@ -512,26 +569,48 @@ static void
 msg_free(FLUSH_MSG *m)
 {
     free(m->idx);
+    free(m->dom);
     free(m->accepted);
     free(m->final);
-    m->idx = NULL;
+    m->idx = m->dom = NULL;
     m->accepted = m->final = NULL;
 }
 
-/* All selected recipients final: the domain is done with the file. */
+/* The queue's bookkeeping for each requested domain of the message whose
+ * selected recipients are all final now: that domain is done with the
+ * file (queue_file_done() also removes the file once nothing is left). A
+ * domain with a deferred recipient keeps its index entry. */
 static void
 msg_finish(FLUSH *f, FLUSH_MSG *m)
 {
-    int all_final = 1;
-    char *err = NULL;
+    char id[QUEUE_ID_LEN + 1], *err = NULL;
+    size_t nd = f->sp->ndomains;
+    int *final_dom = x_calloc(nd ? nd : 1, sizeof(int));
 
+    str_copy(id, m->env->id, sizeof(id)); /* m->env goes with m->qf */
+    for (size_t k = 0; k < m->n; k++)
+        final_dom[m->dom[k]] = 1;
     for (size_t k = 0; k < m->n; k++)
         if (m->final[k] != QUEUE_RCPT_DELIVERED && m->final[k] != QUEUE_RCPT_FAILED)
-            all_final = 0;
-    if (all_final && queue_file_done(f->sp->queue, &m->qf, m->domain, &err) < 0) {
-        msg_warn("%s: queue_file_done for %s: %s", m->env->id, m->domain, err ? err : "error");
-        free(err);
+            final_dom[m->dom[k]] = 0;
+    for (size_t j = 0; j < nd; j++) {
+        if (!final_dom[j])
+            continue;
+        /* queue_file_done() closes the file: open it again for the next
+         * domain of a multi-domain message (gone: nothing left to do). */
+        if (m->qf == NULL && (m->qf = queue_file_open(f->sp->queue, id, 1, &err)) == NULL) {
+            if (err != NULL)
+                msg_warn("%s: cannot open queue file: %s", id, err);
+            x_free(&err);
+            break;
+        }
+        if (queue_file_done(f->sp->queue, &m->qf, f->sp->domains[j], &err) < 0) {
+            msg_warn("%s: queue_file_done for %s: %s", id, f->sp->domains[j],
+                     err ? err : "error");
+            x_free(&err);
+        }
     }
+    free(final_dom);
     if (m->qf != NULL)
         queue_file_close(&m->qf);
     if (++f->since_sync >= 100) {
@@ -543,19 +622,27 @@ msg_finish(FLUSH *f, FLUSH_MSG *m)
     }
 }
 
-/* Send the content after 354 and read the reply to the final dot. */
-static void
-msg_data(FLUSH *f, FLUSH_MSG *m)
+/* Send the content after 354 (it ends with the final dot). 0 or -1. */
+static int
+msg_data_send(FLUSH *f, FLUSH_MSG *m)
 {
-    SMTP_REPLY r;
     const QUEUE_ENV *env = m->env;
 
     flush_set_state(f, FLUSH_XFER);
     if (stream_sendfile(f->s, queue_file_fd(m->qf), env->content_offset,
                         (size_t) env->content_length) < 0) {
         flush_stop_stream(f);
-        return;
+        return -1;
     }
+    return 0;
+}
+
+/* Read the reply to the final dot and record it. */
+static void
+msg_dot_reply(FLUSH *f, FLUSH_MSG *m)
+{
+    SMTP_REPLY r;
+
     flush_set_state(f, FLUSH_DOT);
     if (flush_read(f, &r) < 0)
         return;
@@ -567,10 +654,16 @@ msg_data(FLUSH *f, FLUSH_MSG *m)
     flush_check_421(f, &r);
 }
 
-/* Read the replies of every pending command, in order. */
+static void flush_finish_prev(FLUSH *f);
+
+/* Read the replies of every pending command, in order. The previous
+ * message's dot reply comes first: its content, this message's MAIL, RCPT
+ * and DATA went out as one group (RFC 2920 section 3.1 lets the content
+ * open a group), so a message costs one round trip instead of two. */
 static void
 msg_drain(FLUSH *f, FLUSH_MSG *m)
 {
+    flush_finish_prev(f);
     for (size_t p = 0; p < m->npend; p++) {
         FLUSH_PENDING *pd = m->pend + p;
         SMTP_REPLY r;
@@ -610,8 +703,19 @@ msg_drain(FLUSH *f, FLUSH_MSG *m)
                         (void) flush_read(f, &r);
                     m->need_rset = 1;
                 } else {
-                    msg_data(f, m);
+                    int later = (f->features & FEAT_PIPELINING) && p + 1 == m->npend;
+
                     m->need_rset = 0;
+                    /* With PIPELINING the dot's reply is read together
+                     * with the next message's replies. */
+                    if (later)
+                        flush_cork(f);
+                    if (msg_data_send(f, m) == 0) {
+                        if (later)
+                            m->dot_pending = 1;
+                        else
+                            msg_dot_reply(f, m);
+                    }
                 }
             } else if (!m->mail_failed) {
                 for (size_t k = 0; k < m->n; k++)
@@ -637,6 +741,68 @@ msg_queue_cmd(FLUSH *f, FLUSH_MSG *m, FLUSH_STATE kind, size_t k)
         msg_drain(f, m);
 }
 
+/* Results for whatever has none yet, then the queue's bookkeeping. */
+static void
+msg_complete(FLUSH *f, FLUSH_MSG *m)
+{
+    if (f->stop)
+        rcpt_defer_rest(f, m);
+    /* Anything still without a result (cannot happen unless the customer
+     * skipped a reply): deferred. */
+    for (size_t k = 0; k < m->n; k++)
+        if (!m->final[k])
+            rcpt_result(f, m, k, 451, "4.4.2", "no reply from the customer");
+    msg_finish(f, m);
+    msg_free(m);
+}
+
+/* Which requested domain, if any, an address belongs to: an index into
+ * sp->domains (lower case), or -1. */
+static ssize_t
+requested_domain(const FLUSH *f, const char *addr)
+{
+    const char *d = addr_domain(addr);
+
+    for (size_t j = 0; d != NULL && j < f->sp->ndomains; j++)
+        if (str_casecmp(d, f->sp->domains[j]) == 0)
+            return (ssize_t) j;
+    return -1;
+}
+
+static int
+seen_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static int
+seen_has(const FLUSH *f, const char *id)
+{
+    return f->nseen > 0 && bsearch(id, f->seen, f->nseen, sizeof(*f->seen), seen_cmp) != NULL;
+}
+
+static void
+seen_add(FLUSH *f, const char *id)
+{
+    size_t lo = 0, hi = f->nseen;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+
+        if (strcmp(f->seen[mid], id) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (f->nseen == f->aseen) {
+        f->aseen = f->aseen ? f->aseen * 2 : 64;
+        f->seen = x_realloc(f->seen, f->aseen * sizeof(*f->seen));
+    }
+    memmove(f->seen + lo + 1, f->seen + lo, (f->nseen - lo) * sizeof(*f->seen));
+    str_copy(f->seen[lo], id, sizeof(*f->seen));
+    f->nseen++;
+}
+
 static void
 flush_message(FLUSH *f, const char *domain, const char *id)
 {
@@ -648,6 +814,10 @@ flush_message(FLUSH *f, const char *domain, const char *id)
 
     memset(&m, 0, sizeof(m));
     m.domain = domain;
+    /* Sent already, to every requested domain at once, under an earlier
+     * domain of this ATRN. */
+    if (seen_has(f, id))
+        return;
     errno = 0;
     if ((m.qf = queue_file_open(f->sp->queue, id, 1, &err)) == NULL) {
         if (errno == ENOENT && err == NULL) {
@@ -664,13 +834,30 @@ flush_message(FLUSH *f, const char *domain, const char *id)
     }
     env = m.env = queue_file_env(m.qf);
 
-    /* The recipients of this domain that are still queued. */
+    /* The recipients still queued in any requested domain: one
+     * transaction for all of them, as smtp(8) sends one message to all its
+     * recipients at one destination. */
     m.idx = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
-    for (size_t i = 0; i < env->rcpt_count; i++) {
-        const char *d = addr_domain(env->rcpt[i].address);
+    m.dom = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
+    {
+        int here = 0, other = 0;
 
-        if (env->rcpt[i].status == QUEUE_RCPT_QUEUED && d != NULL && str_casecmp(d, domain) == 0)
+        for (size_t i = 0; i < env->rcpt_count; i++) {
+            ssize_t j = requested_domain(f, env->rcpt[i].address);
+
+            if (env->rcpt[i].status != QUEUE_RCPT_QUEUED || j < 0)
+                continue;
+            if (str_casecmp(f->sp->domains[j], domain) == 0)
+                here = 1;
+            else
+                other = 1;
+            m.dom[m.n] = (size_t) j;
             m.idx[m.n++] = i;
+        }
+        if (!here)
+            m.n = 0; /* stale entry for this domain: handled below */
+        else if (other)
+            seen_add(f, id);
     }
     if (m.n == 0) {
         /* Nothing of this domain left in the file (an earlier flush was
@@ -791,6 +978,12 @@ flush_message(FLUSH *f, const char *domain, const char *id)
     }
     if (m.npend > 0)
         msg_drain(f, &m);
+    if (m.dot_pending && !f->stop) {
+        /* Finished by flush_finish_prev() once the dot's reply is read. */
+        f->prev = x_malloc(sizeof(*f->prev));
+        *f->prev = m;
+        return;
+    }
 
     /* A transaction left open (no recipient, DATA refused): reset it. */
     if (!f->stop && m.need_rset && !m.mail_failed) {
@@ -802,15 +995,24 @@ flush_message(FLUSH *f, const char *domain, const char *id)
     }
 
 done:
-    if (f->stop)
-        rcpt_defer_rest(f, &m);
-    /* Anything still without a result (cannot happen unless the customer
-     * skipped a reply): deferred. */
-    for (size_t k = 0; k < m.n; k++)
-        if (!m.final[k])
-            rcpt_result(f, &m, k, 451, "4.4.2", "no reply from the customer");
-    msg_finish(f, &m);
-    msg_free(&m);
+    msg_complete(f, &m);
+}
+
+/* The reply to the previous message's dot (if one is outstanding), then
+ * that message's bookkeeping. */
+static void
+flush_finish_prev(FLUSH *f)
+{
+    FLUSH_MSG *m = f->prev;
+
+    flush_uncork(f);
+    if (m == NULL)
+        return;
+    f->prev = NULL;
+    if (!f->stop)
+        msg_dot_reply(f, m);
+    msg_complete(f, m);
+    free(m);
 }
 
 /* ---- the session --------------------------------------------------------- */
@@ -840,9 +1042,10 @@ flush_domain(FLUSH *f, const char *domain)
         }
         flush_message(f, domain, ids[i]);
     }
+    flush_finish_prev(f);
     queue_ids_free(&ids, (size_t) n);
     /* Make this domain's marks and index removals durable before the next
-     * domain: a message with recipients in both is opened again there. */
+     * domain's lookups. */
     if (queue_sync(f->sp->queue, &err) < 0) {
         msg_warn("queue_sync: %s", err ? err : "error");
         free(err);
@@ -860,6 +1063,13 @@ odmrd_flush_run(ODMRD_SESSION *sp)
     f.sp = sp;
     f.s = sp->stream;
     f.reversed_ms = now_ms();
+    /* Small writes (a command group, QUIT) go out at once; flush_cork()
+     * groups the bigger ones. */
+    {
+        int one = 1;
+
+        (void) setsockopt(FLUSH_SOCKET_FD, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
     (void) str_format(f.relay, sizeof(f.relay), "%s:%s", sp->client, sp->client_port);
 
     if (flush_handshake(&f) == 0) {
@@ -887,4 +1097,5 @@ odmrd_flush_run(ODMRD_SESSION *sp)
     }
     msg_info("%s: reversed session done: messages=%lu sent=%lu deferred=%lu bounced=%lu",
              sp->client, f.messages, f.sent, f.deferred, f.bounced);
+    free(f.seen);
 }

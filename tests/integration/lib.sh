@@ -281,3 +281,8 @@ py_checks() {
         esac
     done <<<"$out"
 }
+
+# odmr_log_count ERE: number of lines of the odmr programs' log_file that match.
+odmr_log_count() {
+    grep -Ec -- "$1" "$ODMR_LOG_FILE" 2>/dev/null || true
+}

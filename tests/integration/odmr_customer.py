@@ -341,6 +341,10 @@ class Customer:
                 c.sendline(rep)
                 mail = None
                 rcpts = []
+                if rep.startswith("421"):
+                    # 421: the server closes the channel (RFC 5321 3.8),
+                    # whatever the client pipelined after the dot.
+                    break
             elif verb == "RSET":
                 mail = None
                 rcpts = []

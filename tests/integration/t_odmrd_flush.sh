@@ -140,13 +140,36 @@ else
 fi
 if [ -z "$(rcpt_status s2@example.net)" ]; then ok "file removed when all are final"; else fail "file removed when all are final" "still there"; fi
 
-# One message for two requested domains: sent once per domain, then gone.
+# One message for two requested domains: one transaction with both
+# recipients (as smtp(8) sends one per destination), then gone.
 small both | enqueue -f s@sender.test -- b1@example.org b2@example.net >/dev/null
 customer --domains example.org,example.net --size 100000
-if has "$out" '^messages: 2$' && has "$out" '^quit: yes$' && [ -z "$(rcpt_status b1@example.org)" ]; then
-    ok "message for two requested domains"
+env1=$(cat "$RECV/001.env" 2>/dev/null || true)
+if has "$out" '^messages: 1$' && has "$out" '^quit: yes$' && has "$env1" 'b1@example.org' &&
+    has "$env1" 'b2@example.net' && [ -z "$(rcpt_status b1@example.org)$(rcpt_status b2@example.net)" ] &&
+    ! "$BIN/odmr-queue" -c "$CONFIG_DIR" summary | grep -q 'example\.net'; then
+    ok "message for two requested domains: one transaction"
 else
-    fail "message for two requested domains" "$out"
+    fail "message for two requested domains: one transaction" "$out / $env1"
+fi
+
+# The same with one domain's recipient deferred: the other is done, the
+# deferred one is not retried within the session and stays indexed.
+small both2 | enqueue -f s@sender.test -- c1@example.org c2@example.net >/dev/null
+customer --domains example.org,example.net --rcpt-reply 'c2@example.net=450 4.2.0 later'
+if has "$out" '^messages: 1$' && [ "$(rcpt_status c1@example.org)$(rcpt_status c2@example.net)" = DQ ] &&
+    [ "$(odmr_log_count 'to=<c2@example\.net>, relay=')" = 1 ] &&
+    "$BIN/odmr-queue" -c "$CONFIG_DIR" list example.net | grep -q 'c2@example.net' &&
+    ! "$BIN/odmr-queue" -c "$CONFIG_DIR" list example.org | grep -q 'c1@example.org'; then
+    ok "two domains, one deferred: tried once, stays indexed for its domain only"
+else
+    fail "two domains, one deferred" "$out / $(grep 'to=<c[12]@' "$ODMR_LOG_FILE" || true)"
+fi
+customer --domains example.net
+if has "$out" '^messages: 1$' && [ -z "$(rcpt_status c2@example.net)" ]; then
+    ok "the deferred recipient goes with the next ATRN"
+else
+    fail "the deferred recipient goes with the next ATRN" "$out"
 fi
 
 # --- per-recipient results -------------------------------------------------------
