@@ -11,7 +11,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 
 #include "config.h"
 #include "maps.h"
@@ -707,7 +706,7 @@ sasl_secret_make(int scheme, const char *password, long rounds,
             return NULL;
         }
         if (salt == NULL) {
-            if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+            if (random_bytes(rnd, sizeof(rnd)) < 0) {
                 *error_r = x_strdup("cannot get random bytes for the salt");
                 return NULL;
             }

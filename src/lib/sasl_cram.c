@@ -16,7 +16,6 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "sasl.h"
 #include "util.h"
@@ -248,7 +247,7 @@ cram_server_step(SASL_SERVER *s, const SASL_BUF *in, SASL_BUF *out)
         if (s->cfg.test_nonce) {
             st->challenge = x_strdup(s->cfg.test_nonce);
         } else {
-            if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+            if (random_bytes(rnd, sizeof(rnd)) < 0) {
                 sasl_server_set_reason(s, "no random bytes for the challenge");
                 return SASL_TEMPFAIL;
             }

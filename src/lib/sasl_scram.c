@@ -19,7 +19,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
 
 #include "sasl.h"
 #include "util.h"
@@ -184,7 +183,7 @@ scram_random_nonce(const char *test_nonce)
 
     if (test_nonce)
         return x_strdup(test_nonce);
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+    if (random_bytes(rnd, sizeof(rnd)) < 0)
         return NULL;
     /* base64 of 18 bytes has no padding and no ',' */
     return sasl_b64_encode(rnd, sizeof(rnd));
@@ -230,7 +229,7 @@ scram_server_keys(SASL_SERVER *s, SCRAM_SERVER *st, const char *user)
     }
     st->iter = SASL_SCRAM_ITER_DEFAULT;
     st->salt_len = SASL_SCRAM_SALT_DEFAULT;
-    if (RAND_bytes(st->salt, (int) st->salt_len) != 1) {
+    if (random_bytes(st->salt, st->salt_len) < 0) {
         sasl_secret_wipe(&secret);
         sasl_server_set_reason(s, "no random bytes for the salt");
         return SASL_TEMPFAIL;
@@ -249,8 +248,8 @@ scram_server_keys(SASL_SERVER *s, SCRAM_SERVER *st, const char *user)
     sasl_secret_wipe(&secret);
     /* The reason stays in s->reason (or its buffer) until the proof. */
     st->fail_reason = s->reason;
-    if (RAND_bytes(st->stored_key, SASL_SCRAM_KEYLEN) != 1
-        || RAND_bytes(st->server_key, SASL_SCRAM_KEYLEN) != 1) {
+    if (random_bytes(st->stored_key, SASL_SCRAM_KEYLEN) < 0
+        || random_bytes(st->server_key, SASL_SCRAM_KEYLEN) < 0) {
         sasl_server_set_reason(s, "no random bytes");
         return SASL_TEMPFAIL;
     }

@@ -57,6 +57,10 @@ int parse_bool(const char *s, int *value_r);
 int write_all(int fd, const void *buf, size_t len);
 /* fsync a directory by path: 0 or -1 with errno. */
 int fsync_dir(const char *path);
+/* Fill buf with len bytes from the kernel's CSPRNG (getrandom(2)); 0 or -1.
+ * Used for nonces and salts: unlike OpenSSL's RAND it sets up nothing, so
+ * a session that needs only a challenge stays small. */
+int random_bytes(void *buf, size_t len);
 /* Monotonic clock in milliseconds. */
 int64_t now_ms(void);
 /* Wall clock: seconds and microseconds. */

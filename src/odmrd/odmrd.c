@@ -28,7 +28,11 @@
  *     .IP "STARTTLS"
  *     220, then the TLS handshake (TLS 1.2 or newer). Everything the
  *     client sent before the handshake is thrown away, and so is the EHLO
- *     state. TLS stays on after the turn-around.
+ *     state. TLS stays on after the turn-around. OpenSSL's context is made
+ *     at the first STARTTLS (a session without TLS does not pay for it):
+ *     a certificate that cannot be loaded then gives 454 4.7.0 and the
+ *     session goes on in plain text; an unreadable tls_cert_file or
+ *     tls_key_file is found at start (fatal, 421 to the client).
  *     .IP "AUTH"
  *     Mechanisms: CRAM-MD5, SCRAM-SHA-256, PLAIN and LOGIN (only under TLS),
  *     EXTERNAL (a verified TLS client certificate whose SHA-256 fingerprint
@@ -334,7 +338,6 @@ int
 main(int argc, char **argv)
 {
     ODMRD_SESSION session, *sp = &session;
-    char *err = NULL;
     int ch;
 
     stderr_to_devnull();
@@ -393,16 +396,19 @@ main(int argc, char **argv)
     else
         msg_fatal("%s: parameter tls_security_level: bad value \"%s\" (none, may or encrypt)",
                   config_file_path(), var_tls_security_level);
-    if (sp->tls_level != ODMRD_TLS_NONE
-        && (sp->tls_server_ctx = odmrd_tls_server_ctx(&err)) == NULL)
-        msg_fatal("TLS: %s", err);
-    if (var_smtp_tls_security_level != NULL
-        && (str_casecmp(var_smtp_tls_security_level, "may") == 0
-            || str_casecmp(var_smtp_tls_security_level, "encrypt") == 0)
-        && (sp->tls_client_ctx = odmrd_tls_client_ctx(&err)) == NULL) {
-        msg_warn("TLS client: %s; STARTTLS disabled on the reversed side", err);
-        x_free(&err);
+    /* The TLS contexts are made when first needed (STARTTLS): a session
+     * that never uses TLS does not pay for OpenSSL's set-up, which is most
+     * of a session's memory. The key and certificate must be readable now,
+     * so that a broken configuration shows at once. */
+    if (sp->tls_level != ODMRD_TLS_NONE) {
+        if (access(var_tls_cert_file, R_OK) < 0)
+            msg_fatal("%s: tls_cert_file %s: %m", config_file_path(), var_tls_cert_file);
+        if (access(var_tls_key_file, R_OK) < 0)
+            msg_fatal("%s: tls_key_file %s: %m", config_file_path(), var_tls_key_file);
     }
+    sp->tls_client_wanted = var_smtp_tls_security_level != NULL
+        && (str_casecmp(var_smtp_tls_security_level, "may") == 0
+            || str_casecmp(var_smtp_tls_security_level, "encrypt") == 0);
     odmrd_auth_init(sp);
 
     odmrd_server_run(sp);

@@ -69,8 +69,11 @@ typedef struct odmrd_session {
 
     /* TLS */
     ODMRD_TLS_LEVEL tls_level;
-    void *tls_server_ctx;           /* SSL_CTX *, NULL when TLS is off */
-    void *tls_client_ctx;           /* for STARTTLS on the reversed side */
+    void *tls_server_ctx;           /* SSL_CTX *, made at the first STARTTLS */
+    void *tls_client_ctx;           /* for STARTTLS on the reversed side, made
+                                     * when the customer offers it */
+    int tls_client_wanted;          /* smtp_tls_security_level may/encrypt */
+    int tls_client_failed;          /* making tls_client_ctx failed once */
 
     /* Authentication */
     char *sasl_method;              /* NULL until AUTH succeeded */

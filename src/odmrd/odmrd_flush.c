@@ -503,9 +503,19 @@ flush_handshake(FLUSH *f)
             flush_check_421(f, &r);
             return -1;
         }
-        if (tls_done || stream_tls_active(f->s) || f->sp->tls_client_ctx == NULL
-            || !(f->features & FEAT_STARTTLS))
+        if (tls_done || stream_tls_active(f->s) || !f->sp->tls_client_wanted
+            || f->sp->tls_client_failed || !(f->features & FEAT_STARTTLS))
             break;
+        if (f->sp->tls_client_ctx == NULL) {
+            char *err = NULL;
+
+            if ((f->sp->tls_client_ctx = odmrd_tls_client_ctx(&err)) == NULL) {
+                msg_warn("TLS client: %s; no STARTTLS on the reversed side", err);
+                free(err);
+                f->sp->tls_client_failed = 1;
+                break;
+            }
+        }
 
         /* Opportunistic TLS when the ODMR session itself was plain. */
         flush_set_state(f, FLUSH_STARTTLS);

@@ -142,7 +142,7 @@ cmd_ehlo(ODMRD_SESSION *sp, const char *args)
 
     set_helo(sp, args, 1);
     lines[n++] = var_myhostname;
-    if (sp->tls_server_ctx != NULL && !stream_tls_active(sp->stream))
+    if (sp->tls_level != ODMRD_TLS_NONE && !stream_tls_active(sp->stream))
         lines[n++] = "STARTTLS";
     if (odmrd_auth_allowed(sp)) {
         odmrd_auth_mechanisms(sp, mechs, sizeof(mechs));
@@ -168,6 +168,14 @@ cmd_helo(ODMRD_SESSION *sp, const char *args)
 static void
 cmd_starttls(ODMRD_SESSION *sp, const char *args)
 {
+    char *err = NULL;
+
+    if (sp->tls_server_ctx == NULL && (sp->tls_server_ctx = odmrd_tls_server_ctx(&err)) == NULL) {
+        msg_warn("%s: cannot start TLS: %s", sp->client, err);
+        free(err);
+        odmrd_reply(sp, 454, "4.7.0", "TLS not available due to local problem");
+        return;
+    }
     odmrd_reply(sp, 220, "2.0.0", "Ready to start TLS");
     if (stream_flush(sp->stream) < 0) {
         msg_info("lost connection after STARTTLS from %s", sp->client);
@@ -546,7 +554,7 @@ odmrd_dispatch(ODMRD_SESSION *sp, const char *line, size_t len)
         sp->errors++;
         return;
     }
-    if ((cp->flags & CMD_F_TLS_CONF) && sp->tls_server_ctx == NULL) {
+    if ((cp->flags & CMD_F_TLS_CONF) && sp->tls_level == ODMRD_TLS_NONE) {
         odmrd_reply(sp, 502, "5.5.1", "Error: command not implemented");
         sp->errors++;
         return;

@@ -110,10 +110,50 @@ fi
 customer --starttls --mech CRAM-MD5
 if has "$out" '^auth: 235 '; then ok "encrypt: AUTH after STARTTLS"; else fail "encrypt: AUTH after STARTTLS" "$out"; fi
 
-if odmr_log_grep 'odmrd.*(fatal|panic):'; then
-    fail "no fatal or panic" "$(grep -E 'odmrd.*(fatal|panic):' "$ODMR_LOG_FILE" | head -3)"
+# The TLS context is made at the first STARTTLS: a certificate that
+# cannot be used then gives 454 and the session goes on in plain text.
+sed -i 's/^tls_security_level = .*/tls_security_level = may/' "$CONFIG_DIR/odmr.cf"
+cp "$SANDBOX_DIR/tls/server.pem" "$SANDBOX_DIR/tls/server.pem.good"
+echo "not a certificate" >"$SANDBOX_DIR/tls/server.pem"
+bad=$(/usr/bin/python3 - "$ODMR_PORT" <<'EOF2'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+f = s.makefile("rb")
+def reply(f):
+    lines = []
+    while True:
+        l = f.readline().decode().rstrip()
+        lines.append(l)
+        if l[3:4] != "-":
+            return lines
+reply(f)
+s.sendall(b"EHLO x\r\n"); reply(f)
+s.sendall(b"STARTTLS\r\n"); print(reply(f)[-1])
+s.sendall(b"NOOP\r\n"); print(reply(f)[-1])
+EOF2
+) || true
+cp "$SANDBOX_DIR/tls/server.pem.good" "$SANDBOX_DIR/tls/server.pem"
+if [ "$(sed -n 1p <<<"$bad" | cut -c1-9)" = "454 4.7.0" ] && [ "$(sed -n 2p <<<"$bad" | cut -c1-3)" = 250 ] &&
+    odmr_log_grep 'warning: .*cannot start TLS'; then
+    ok "STARTTLS with a broken certificate: 454, session goes on"
 else
-    ok "no fatal or panic"
+    fail "STARTTLS with a broken certificate" "$bad"
+fi
+# An unreadable certificate is a configuration error, found at start: the
+# client gets 421 instead of the greeting.
+mv "$SANDBOX_DIR/tls/server.pem" "$SANDBOX_DIR/tls/server.pem.moved"
+gone=$( (exec 3<>"/dev/tcp/127.0.0.1/$ODMR_PORT" && timeout 5 head -c 100 <&3) 2>/dev/null || true)
+mv "$SANDBOX_DIR/tls/server.pem.moved" "$SANDBOX_DIR/tls/server.pem"
+if [ "${gone:0:9}" = "421 4.3.0" ] && odmr_log_grep 'fatal: .*tls_cert_file'; then
+    ok "unreadable tls_cert_file: fatal at start naming the parameter, 421 to the client"
+else
+    fail "unreadable tls_cert_file" "got '$gone'"
+fi
+
+if grep -E 'odmrd.*(fatal|panic):' "$ODMR_LOG_FILE" | grep -vq 'tls_cert_file'; then
+    fail "no other fatal or panic" "$(grep -E 'odmrd.*(fatal|panic):' "$ODMR_LOG_FILE" | head -3)"
+else
+    ok "no other fatal or panic"
 fi
 
 done_testing
