@@ -306,6 +306,24 @@ clear_values(void)
     loaded = 0;
 }
 
+int
+config_option(int ch, const char *arg)
+{
+    switch (ch) {
+    case 'c':
+        config_set_directory(arg);
+        return 1;
+    case 'o':
+        config_add_override(arg);
+        return 1;
+    case 'v':
+        msg_verbose++;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void
 config_set_directory(const char *dir)
 {

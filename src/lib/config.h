@@ -95,6 +95,12 @@ extern char *var_smtp_tls_security_level; /* smtp_tls_security_level = may: reve
  * "mid-flush"...). Empty in production. */
 extern char *var_test_fault_point;
 
+/* The options every program takes, for getopt(): -c DIR, -o name=value and
+ * -v (more logging). config_option() handles one of them and returns 1, or
+ * returns 0 for any other option character. */
+#define CONFIG_OPTIONS "c:o:v"
+int config_option(int ch, const char *arg);
+
 void config_set_directory(const char *dir);
 void config_add_override(const char *name_eq_value);
 void config_load(void);

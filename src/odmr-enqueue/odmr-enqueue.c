@@ -143,17 +143,8 @@ main(int argc, char **argv)
     msg_init(argv[0], MSG_SYSLOG | (isatty(2) ? MSG_STDERR : 0));
     signal(SIGPIPE, SIG_IGN);
     memset(&env, 0, sizeof(env));
-    while ((ch = getopt(argc, argv, "c:o:vf:V:R:B:UN:C:")) != -1) {
+    while ((ch = getopt(argc, argv, CONFIG_OPTIONS "f:V:R:B:UN:C:")) != -1) {
         switch (ch) {
-        case 'c':
-            config_set_directory(optarg);
-            break;
-        case 'o':
-            config_add_override(optarg);
-            break;
-        case 'v':
-            msg_verbose++;
-            break;
         case 'f':
             sender = optarg;
             break;
@@ -182,7 +173,8 @@ main(int argc, char **argv)
             env.client = x_strdup(optarg);
             break;
         default:
-            usage();
+            if (!config_option(ch, optarg))
+                usage();
         }
     }
     if (optind >= argc)

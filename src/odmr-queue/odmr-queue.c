@@ -559,20 +559,9 @@ main(int argc, char **argv)
 
     fds_sanitize();
     msg_init(argv[0], MSG_STDERR | MSG_SYSLOG);
-    while ((c = getopt(argc, argv, "+c:o:v")) != -1) {
-        switch (c) {
-        case 'c':
-            config_set_directory(optarg);
-            break;
-        case 'o':
-            config_add_override(optarg);
-            break;
-        case 'v':
-            msg_verbose++;
-            break;
-        default:
+    while ((c = getopt(argc, argv, "+" CONFIG_OPTIONS)) != -1) {
+        if (!config_option(c, optarg))
             usage();
-        }
     }
     argc -= optind;
     argv += optind;

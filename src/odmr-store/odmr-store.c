@@ -727,20 +727,10 @@ main(int argc, char **argv)
     fds_sanitize();
     msg_init(argv[0], MSG_SYSLOG);
     signal(SIGPIPE, SIG_IGN);
-    while ((ch = getopt(argc, argv, "c:o:v")) != -1) {
-        switch (ch) {
-        case 'c':
-            config_set_directory(optarg);
-            break;
-        case 'o':
-            config_add_override(optarg);
-            break;
-        case 'v':
-            msg_verbose++;
-            break;
-        default:
+    opterr = 0; /* getopt() must not write to fd 2: it is the client socket */
+    while ((ch = getopt(argc, argv, CONFIG_OPTIONS)) != -1) {
+        if (!config_option(ch, optarg))
             usage();
-        }
     }
     if (optind != argc)
         usage();

@@ -345,20 +345,9 @@ main(int argc, char **argv)
     (void) signal(SIGPIPE, SIG_IGN);
     umask(077);
 
-    while ((ch = getopt(argc, argv, "c:o:v")) != -1) {
-        switch (ch) {
-        case 'c':
-            config_set_directory(optarg);
-            break;
-        case 'o':
-            config_add_override(optarg);
-            break;
-        case 'v':
-            msg_verbose++;
-            break;
-        default:
+    while ((ch = getopt(argc, argv, CONFIG_OPTIONS)) != -1) {
+        if (!config_option(ch, optarg))
             usage();
-        }
     }
     if (optind != argc)
         usage();
