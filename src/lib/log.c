@@ -26,6 +26,7 @@ static int msg_logfile_fd = -1; /* kept open: one open(2) per line is costly */
 static int msg_flags = MSG_SYSLOG;
 static int msg_facility = LOG_MAIL;
 static int msg_syslog_open;
+static int msg_syslog_absent; /* no /dev/log at the first line: skip syslog */
 static void (*msg_cleanup)(void);
 
 static void
@@ -122,7 +123,13 @@ msg_emit(int level, const char *prefix, const char *fmt, va_list ap)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
 
-    if (msg_flags & MSG_SYSLOG) {
+    /* Without a syslog socket (a container, a test machine) glibc tries to
+     * connect again for every line: two wasted system calls per line on
+     * the mail path. Look once; log_file still works. */
+    if ((msg_flags & MSG_SYSLOG) && !msg_syslog_open && !msg_syslog_absent
+        && access("/dev/log", W_OK) < 0)
+        msg_syslog_absent = 1;
+    if ((msg_flags & MSG_SYSLOG) && !msg_syslog_absent) {
         if (!msg_syslog_open) {
             openlog(msg_tag, LOG_PID | LOG_NDELAY, msg_facility);
             msg_syslog_open = 1;
