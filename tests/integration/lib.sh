@@ -46,6 +46,7 @@ T_FAILED=0
 T_SKIPPED=0
 SANDBOX_DIR=
 T_SANDBOX_STARTED=0
+T_BUILD_COPY=
 
 _t_record() {
     echo "$1"
@@ -196,12 +197,33 @@ free_port() {
     return 1
 }
 
+# odmr_reachable_build: make sure user odmr exists and can run the programs
+# in $BIN. When the checkout lives under a directory closed to others (a
+# home directory), copy the programs to a world-readable temp dir and point
+# BUILD_DIR and BIN there (removed on exit).
+odmr_reachable_build() {
+    id odmr >/dev/null 2>&1 ||
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin odmr
+    if setpriv --reuid odmr --regid odmr --clear-groups test -x "$BIN/." 2>/dev/null; then
+        return 0
+    fi
+    T_BUILD_COPY=$(mktemp -d "${TMPDIR:-/tmp}/odmr-build.XXXXXX")
+    chmod 0755 "$T_BUILD_COPY"
+    mkdir "$T_BUILD_COPY/bin"
+    cp -p "$BIN"/* "$T_BUILD_COPY/bin/"
+    chmod -R go+rX "$T_BUILD_COPY"
+    echo "# $T_NAME: user odmr cannot reach $BIN; using a copy in $T_BUILD_COPY" >&2
+    BUILD_DIR=$T_BUILD_COPY
+    BIN=$T_BUILD_COPY/bin
+}
+
 # sandbox_start: make a sandbox in a new mktemp directory, start it and load
 # its variables. Ports come from free_port unless SANDBOX_SMTP_PORT /
 # SANDBOX_ODMR_PORT are set. Exits the file (as a failure) when it cannot
 # start.
 sandbox_start() {
     local out smtp odmr
+    odmr_reachable_build
     SANDBOX_DIR=$(mktemp -d "${TMPDIR:-/tmp}/odmr-test.XXXXXX")
     smtp=${SANDBOX_SMTP_PORT:-$(free_port)}
     odmr=${SANDBOX_ODMR_PORT:-$(free_port)}
@@ -214,6 +236,7 @@ sandbox_start() {
     fi
     T_SANDBOX_STARTED=1
     eval "$("$SANDBOX_SCRIPT" env "$SANDBOX_DIR")"
+    BIN=$BUILD_DIR/bin
 }
 
 sandbox_stop() {
@@ -249,6 +272,9 @@ _t_on_exit() {
         else
             rm -rf "$SANDBOX_DIR"
         fi
+    fi
+    if [ -n "$T_BUILD_COPY" ]; then
+        rm -rf "$T_BUILD_COPY"
     fi
     if [ "$T_FAILED" != 0 ] && [ "$rc" = 0 ]; then
         rc=1

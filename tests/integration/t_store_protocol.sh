@@ -8,8 +8,7 @@ set -eu
 require_root
 require_cmd setpriv postmap
 require_bin odmr-store
-id odmr >/dev/null 2>&1 ||
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin odmr
+odmr_reachable_build
 
 out=$(/usr/bin/python3 "$LIB_DIR/store_protocol.py" "$BUILD_DIR" 2>&1) || true
 while IFS= read -r line; do

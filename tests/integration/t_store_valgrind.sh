@@ -7,8 +7,7 @@ set -eu
 require_root
 require_cmd setpriv postmap valgrind
 require_bin odmr-store
-id odmr >/dev/null 2>&1 ||
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin odmr
+odmr_reachable_build
 
 VALGRIND_LOG_DIR=$(mktemp -d /tmp/odmr-valgrind.XXXXXX)
 chmod 0777 "$VALGRIND_LOG_DIR"
