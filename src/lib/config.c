@@ -14,6 +14,8 @@
  *   7. the logging parameters are handed to log.h.
  */
 #include <errno.h>
+#include <sysexits.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,6 +324,27 @@ config_option(int ch, const char *arg)
     default:
         return 0;
     }
+}
+
+void
+config_daemon_init(int argc, char **argv, const char *usage)
+{
+    int fd, ch;
+
+    fds_sanitize();
+    if ((fd = open("/dev/null", O_WRONLY | O_CLOEXEC)) >= 0 && fd != 2) {
+        (void) dup2(fd, 2); /* dup2 clears close-on-exec on fd 2 */
+        (void) close(fd);
+    }
+    opterr = 0;
+    while ((ch = getopt(argc, argv, CONFIG_OPTIONS)) != -1)
+        if (!config_option(ch, optarg))
+            msg_fatal_status(EX_USAGE, "usage: %s", usage);
+    if (optind != argc)
+        msg_fatal_status(EX_USAGE, "usage: %s", usage);
+    config_load();
+    if (getuid() == 0 || geteuid() == 0)
+        msg_fatal("refusing to run as root: set user=odmr on the spawn(8) service in master.cf");
 }
 
 void

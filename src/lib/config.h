@@ -101,6 +101,14 @@ extern char *var_test_fault_point;
 #define CONFIG_OPTIONS "c:o:v"
 int config_option(int ch, const char *arg);
 
+/* Start-up of a program that spawn(8) runs with the client socket on fds 0,
+ * 1 and 2: fd 2 goes to /dev/null (nothing may ever reach the client that
+ * way, not even a library's or getopt()'s message), the options above are
+ * read (any other option or operand: fatal "usage: USAGE", EX_USAGE),
+ * odmr.cf is loaded, and root is refused (spawn's user=odmr runs it). Call
+ * after msg_init(). */
+void config_daemon_init(int argc, char **argv, const char *usage);
+
 void config_set_directory(const char *dir);
 void config_add_override(const char *name_eq_value);
 void config_load(void);

@@ -479,19 +479,28 @@ typedef struct {
     const char *id;
 } QUEUE_ADD_CTX;
 
+/* Add one (domain, ID) entry; one already there is fine. */
+static int
+queue_put(QUEUE *q, DB_TXN *txn, const char *domain, const char *id)
+{
+    DBT key, data;
+    int ret;
+
+    dbt_set(&key, domain, strlen(domain));
+    dbt_set(&data, id, QUEUE_ID_LEN);
+    ret = q->db->put(q->db, txn, &key, &data, DB_NODUPDATA);
+    return ret == DB_KEYEXIST ? 0 : ret;
+}
+
 static int
 queue_add_fn(QUEUE *q, DB_TXN *txn, void *ctx)
 {
     QUEUE_ADD_CTX *a = ctx;
 
     for (size_t i = 0; i < a->count; i++) {
-        DBT key, data;
-        int ret;
+        int ret = queue_put(q, txn, a->domains[i], a->id);
 
-        dbt_set(&key, a->domains[i], strlen(a->domains[i]));
-        dbt_set(&data, a->id, QUEUE_ID_LEN);
-        ret = q->db->put(q->db, txn, &key, &data, DB_NODUPDATA);
-        if (ret != 0 && ret != DB_KEYEXIST)
+        if (ret != 0)
             return ret;
     }
     return 0;
@@ -520,13 +529,9 @@ queue_add_pairs_fn(QUEUE *q, DB_TXN *txn, void *ctx)
     QUEUE_PAIRS_CTX *a = ctx;
 
     for (size_t i = 0; i < a->count; i++) {
-        DBT key, data;
-        int ret;
+        int ret = queue_put(q, txn, a->pairs[i].domain, a->pairs[i].id);
 
-        dbt_set(&key, a->pairs[i].domain, strlen(a->pairs[i].domain));
-        dbt_set(&data, a->pairs[i].id, QUEUE_ID_LEN);
-        ret = q->db->put(q->db, txn, &key, &data, DB_NODUPDATA);
-        if (ret != 0 && ret != DB_KEYEXIST)
+        if (ret != 0)
             return ret;
     }
     return 0;

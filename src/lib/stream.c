@@ -224,10 +224,8 @@ raw_read(STREAM *s, void *buf, size_t len)
         err = SSL_get_error(s->ssl, ret);
         switch (err) {
         case SSL_ERROR_WANT_READ:
-            s->want_events = POLLIN;
-            return RAW_AGAIN;
         case SSL_ERROR_WANT_WRITE:
-            s->want_events = POLLOUT;
+            s->want_events = err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
             return RAW_AGAIN;
         case SSL_ERROR_ZERO_RETURN:
             return RAW_EOF;
@@ -278,10 +276,8 @@ raw_write(STREAM *s, const void *buf, size_t len)
         err = SSL_get_error(s->ssl, ret);
         switch (err) {
         case SSL_ERROR_WANT_READ:
-            s->want_events = POLLIN;
-            return RAW_AGAIN;
         case SSL_ERROR_WANT_WRITE:
-            s->want_events = POLLOUT;
+            s->want_events = err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
             return RAW_AGAIN;
         default:
             stream_tls_fail(s, "write", err);

@@ -709,12 +709,6 @@ describe_client(STORE *sp)
         (void) str_format(sp->client, sizeof(sp->client), "[%s]", host);
 }
 
-static void
-usage(void)
-{
-    msg_fatal_status(EX_USAGE, "usage: odmr-store [-c config_dir] [-o name=value] [-v]");
-}
-
 int
 main(int argc, char **argv)
 {
@@ -722,21 +716,10 @@ main(int argc, char **argv)
     char *error = NULL;
     char *line;
     size_t line_size, len;
-    int ch;
 
-    fds_sanitize();
     msg_init(argv[0], MSG_SYSLOG);
     signal(SIGPIPE, SIG_IGN);
-    opterr = 0; /* getopt() must not write to fd 2: it is the client socket */
-    while ((ch = getopt(argc, argv, CONFIG_OPTIONS)) != -1) {
-        if (!config_option(ch, optarg))
-            usage();
-    }
-    if (optind != argc)
-        usage();
-    config_load();
-    if (getuid() == 0 || geteuid() == 0)
-        msg_fatal("refusing to run as root: run odmr-store as the queue owner (spawn user=odmr)");
+    config_daemon_init(argc, argv, "odmr-store [-c config_dir] [-o name=value] [-v]");
 
     memset(sp, 0, sizeof(*sp));
     describe_client(sp);

@@ -168,22 +168,6 @@ odmrd_state_name(ODMRD_STATE state)
     return state_names[state];
 }
 
-/* fd 2 is the client socket under spawn(8): make sure nothing (a library,
- * a child process) can ever write to it. fds 0 and 1 keep the socket. */
-static void
-stderr_to_devnull(void)
-{
-    int fd;
-
-    fds_sanitize();
-    if ((fd = open("/dev/null", O_WRONLY)) < 0)
-        return;
-    if (fd != 2) {
-        (void) dup2(fd, 2);
-        close(fd);
-    }
-}
-
 /* The customer's address and a forward-confirmed name, as Postfix does. */
 static void
 peer_lookup(ODMRD_SESSION *sp)
@@ -328,34 +312,16 @@ linger_close(void)
     }
 }
 
-ODMR_NORETURN static void
-usage(void)
-{
-    msg_fatal("usage: odmrd [-v] [-c config_dir] [-o name=value ...]");
-}
-
 int
 main(int argc, char **argv)
 {
     ODMRD_SESSION session, *sp = &session;
-    int ch;
 
-    stderr_to_devnull();
     msg_init("odmrd", MSG_SYSLOG);
     (void) signal(SIGPIPE, SIG_IGN);
     umask(077);
-
-    while ((ch = getopt(argc, argv, CONFIG_OPTIONS)) != -1) {
-        if (!config_option(ch, optarg))
-            usage();
-    }
-    if (optind != argc)
-        usage();
-    config_load();
-
-    /* spawn(8) runs us as the odmr user; root would own the queue files. */
-    if (getuid() == 0 || geteuid() == 0)
-        msg_fatal("odmrd must not run as root: set user=odmr in master.cf");
+    /* Root would own the queue files: refused there. */
+    config_daemon_init(argc, argv, "odmrd [-v] [-c config_dir] [-o name=value ...]");
 
     memset(sp, 0, sizeof(*sp));
     sp->state = ODMRD_STATE_INITIAL;
