@@ -563,6 +563,10 @@ queue_remove_fn(QUEUE *q, DB_TXN *txn, void *ctx)
     for (size_t i = 0; i < r->count && ret == 0; i++) {
         DBT key, data;
 
+        if (r->pairs[i].add) {
+            ret = queue_put(q, txn, r->pairs[i].domain, r->pairs[i].id);
+            continue;
+        }
         dbt_set(&key, r->pairs[i].domain, strlen(r->pairs[i].domain));
         dbt_set(&data, r->pairs[i].id, QUEUE_ID_LEN);
         ret = cur->get(cur, &key, &data, DB_GET_BOTH);
@@ -586,7 +590,9 @@ queue_index_remove(QUEUE *q, const QUEUE_PAIR *pairs, size_t count, char **error
         queue_error(error_r, "queue %s: opened read-only", q->dir);
         return -1;
     }
-    /* Not durable on its own: losing a removal re-sends, never loses. */
+    /* Not durable on its own: losing a removal re-sends, never loses. A
+     * notice-list change rides in the same transaction as the removal of
+     * the domain entries that led to it (pairs with add = 1). */
     return queue_txn_run(q, "remove", 0, queue_remove_fn, &r, error_r);
 }
 
@@ -600,6 +606,7 @@ queue_index_drop(QUEUE *q, const char *domain, const char *id, char **error_r)
         queue_error(error_r, "bad queue ID \"%.40s\"", id);
         return -1;
     }
+    memset(&pair, 0, sizeof(pair));
     pair.domain = str_lower(x_strdup(domain));
     memcpy(pair.id, id, QUEUE_ID_LEN + 1);
     ret = queue_index_remove(q, &pair, 1, error_r);
@@ -748,6 +755,8 @@ queue_walk_fn(QUEUE *q, DB_TXN *txn, void *ctx)
     while ((ret = cur->get(cur, &key, &data, DB_NEXT_NODUP)) == 0) {
         db_recno_t n = 0;
 
+        if (key.size == 0 || *(const unsigned char *) key.data < 0x20)
+            continue; /* the notice list, watermarks: not a domain */
         if ((ret = cur->count(cur, &n, 0)) != 0)
             break;
         if (w->count == w->alloc) {
@@ -778,6 +787,225 @@ queue_walk_domains(QUEUE *q, int (*fn)(const char *domain, size_t count, void *c
     free(w.domains);
     free(w.counts);
     return ret;
+}
+
+/* ---- notices, expiry, delay warnings -------------------------------------- */
+
+ssize_t
+queue_notice_ids(QUEUE *q, char ***ids_r, char **error_r)
+{
+    QUEUE_IDS_CTX c = {QUEUE_NOTICE_KEY, NULL, 0, 0};
+
+    if (queue_txn_run(q, "notice list", QUEUE_TXN_READ, queue_ids_fn, &c, error_r) < 0) {
+        queue_ids_free(&c.ids, c.count);
+        return -1;
+    }
+    *ids_r = c.ids;
+    return (ssize_t) c.count;
+}
+
+int
+queue_notice_add(QUEUE *q, const char *id, char **error_r)
+{
+    QUEUE_PAIR pair;
+
+    if (!queue_id_valid(id)) {
+        queue_error(error_r, "bad queue ID \"%.40s\"", id);
+        return -1;
+    }
+    pair.domain = (char *) QUEUE_NOTICE_KEY;
+    memcpy(pair.id, id, QUEUE_ID_LEN + 1);
+    pair.add = 1;
+    return queue_index_add_pairs(q, &pair, 1, error_r);
+}
+
+long
+queue_id_time(const char *id)
+{
+    long long us = 0;
+
+    if (id == NULL || !queue_id_valid(id))
+        return -1;
+    for (int i = 0; i < 14; i++)
+        us = us * 16 + hex_value(id[i]);
+    return (long) (us / 1000000);
+}
+
+typedef struct {
+    long expire_before, warn_before;
+    QUEUE_DUE *due;
+    size_t count, alloc;
+} QUEUE_SCAN_CTX;
+
+static void
+queue_due_push(QUEUE_SCAN_CTX *c, const DBT *key, const DBT *data, int expire)
+{
+    QUEUE_DUE *d;
+
+    if (c->count == c->alloc) {
+        c->alloc = c->alloc ? c->alloc * 2 : 64;
+        c->due = x_realloc(c->due, c->alloc * sizeof(*c->due));
+    }
+    d = c->due + c->count++;
+    memcpy(d->domain, key->data, key->size);
+    d->domain[key->size] = 0;
+    memcpy(d->id, data->data, QUEUE_ID_LEN);
+    d->id[QUEUE_ID_LEN] = 0;
+    d->expire = expire;
+}
+
+/* Is data a queue ID that arrived at or before the time? */
+static int
+queue_dbt_due(const DBT *data, long before)
+{
+    char id[QUEUE_ID_LEN + 1];
+    long t;
+
+    if (data->size != QUEUE_ID_LEN)
+        return 0;
+    memcpy(id, data->data, QUEUE_ID_LEN);
+    id[QUEUE_ID_LEN] = 0;
+    return (t = queue_id_time(id)) >= 0 && t <= before;
+}
+
+static int
+queue_scan_fn(QUEUE *q, DB_TXN *txn, void *ctx)
+{
+    QUEUE_SCAN_CTX *c = ctx;
+    DBT key, data;
+    DBC *cur, *dup = NULL;
+    int ret;
+
+    c->count = 0; /* again after a conflict */
+    if ((ret = q->db->cursor(q->db, txn, &cur, 0)) != 0)
+        return ret;
+    if (c->warn_before > 0 && (ret = q->db->cursor(q->db, txn, &dup, 0)) != 0) {
+        (void) cur->close(cur);
+        return ret;
+    }
+    dbt_set(&key, NULL, 0);
+    dbt_set(&data, NULL, 0);
+    /* One cursor step per domain: its first entry is its oldest message. */
+    while ((ret = cur->get(cur, &key, &data, DB_NEXT_NODUP)) == 0) {
+        char mark_key[260];
+        DBT mk, md, dk, dd;
+        int r;
+
+        if (key.size == 0 || key.size > 253 || *(const unsigned char *) key.data < 0x20)
+            continue;
+        if (!queue_dbt_due(&data, c->expire_before > c->warn_before ? c->expire_before
+                                                                  : c->warn_before))
+            continue;
+        /* The key's bytes belong to the cursor until its next move. */
+        mark_key[0] = QUEUE_WARN_MARK_PREFIX;
+        memcpy(mark_key + 1, key.data, key.size);
+        dbt_set(&dk, mark_key + 1, key.size);
+        /* Expiry: the oldest entries, in order. */
+        for (r = 0; r == 0 && queue_dbt_due(&data, c->expire_before);
+             r = cur->get(cur, &key, &data, DB_NEXT_DUP))
+            queue_due_push(c, &key, &data, 1);
+        if (r != 0 && r != DB_NOTFOUND) {
+            ret = r;
+            break;
+        }
+        if (c->warn_before <= 0)
+            continue;
+        /* Delay warnings: the entries after the watermark. */
+        dbt_set(&mk, mark_key, dk.size + 1);
+        dbt_set(&md, NULL, 0);
+        r = q->db->get(q->db, txn, &mk, &md, 0);
+        if (r != 0 && r != DB_NOTFOUND) {
+            ret = r;
+            break;
+        }
+        if (r == 0 && md.size == QUEUE_ID_LEN) {
+            char after[QUEUE_ID_LEN];
+
+            memcpy(after, md.data, QUEUE_ID_LEN);
+            dbt_set(&dd, after, QUEUE_ID_LEN);
+            r = dup->get(dup, &dk, &dd, DB_GET_BOTH_RANGE);
+            if (r == 0 && dd.size == QUEUE_ID_LEN && memcmp(dd.data, after, QUEUE_ID_LEN) == 0)
+                r = dup->get(dup, &dk, &dd, DB_NEXT_DUP);
+        } else {
+            dbt_set(&dd, NULL, 0);
+            r = dup->get(dup, &dk, &dd, DB_SET);
+        }
+        for (; r == 0 && queue_dbt_due(&dd, c->warn_before);
+             r = dup->get(dup, &dk, &dd, DB_NEXT_DUP))
+            if (!queue_dbt_due(&dd, c->expire_before))
+                queue_due_push(c, &dk, &dd, 0);
+        if (r != 0 && r != DB_NOTFOUND) {
+            ret = r;
+            break;
+        }
+        /* cur stands on the last expired entry or further: the next
+         * DB_NEXT_NODUP goes to the next domain either way. */
+    }
+    if (dup != NULL)
+        (void) dup->close(dup);
+    (void) cur->close(cur);
+    return ret == DB_NOTFOUND ? 0 : ret;
+}
+
+int
+queue_scan_due(QUEUE *q, long expire_before, long warn_before, QUEUE_DUE **due_r,
+               size_t *count_r, char **error_r)
+{
+    QUEUE_SCAN_CTX c = {expire_before, warn_before, NULL, 0, 0};
+
+    if (queue_txn_run(q, "scan", QUEUE_TXN_READ, queue_scan_fn, &c, error_r) < 0) {
+        free(c.due);
+        return -1;
+    }
+    *due_r = c.due;
+    *count_r = c.count;
+    return 0;
+}
+
+typedef struct {
+    char key[260];
+    size_t key_len;
+    const char *id;
+} QUEUE_MARK_CTX;
+
+static int
+queue_mark_fn(QUEUE *q, DB_TXN *txn, void *ctx)
+{
+    QUEUE_MARK_CTX *m = ctx;
+    DBT key, data;
+    int ret;
+
+    dbt_set(&key, m->key, m->key_len);
+    ret = q->db->del(q->db, txn, &key, 0);
+    if (ret != 0 && ret != DB_NOTFOUND)
+        return ret;
+    dbt_set(&data, m->id, QUEUE_ID_LEN);
+    return q->db->put(q->db, txn, &key, &data, 0);
+}
+
+int
+queue_warn_mark(QUEUE *q, const char *domain, const char *id, char **error_r)
+{
+    QUEUE_MARK_CTX m;
+    size_t len = strlen(domain);
+
+    if (len == 0 || len > 253 || !queue_id_valid(id)) {
+        queue_error(error_r, "bad watermark \"%.100s\" \"%.40s\"", domain, id);
+        return -1;
+    }
+    m.key[0] = QUEUE_WARN_MARK_PREFIX;
+    memcpy(m.key + 1, domain, len);
+    m.key[len + 1] = 0;
+    str_lower(m.key + 1);
+    m.key_len = len + 1;
+    m.id = id;
+    if (q->flags & QUEUE_OPEN_READONLY) {
+        queue_error(error_r, "queue %s: opened read-only", q->dir);
+        return -1;
+    }
+    /* Not durable on its own: a lost watermark makes the next run look at
+     * the same messages again, and their status files say they were warned. */
+    return queue_txn_run(q, "watermark", 0, queue_mark_fn, &m, error_r);
 }
 
 /* ---- file removal thread -------------------------------------------------- */
@@ -962,16 +1190,29 @@ queue_reaper_stop(QUEUE *q)
 
 /* ---- batched removal ------------------------------------------------------ */
 
-void
-queue_pending_add(QUEUE *q, const char *domain, const char *id)
+static void
+queue_pending_push(QUEUE *q, const char *key, const char *id, int add)
 {
     if (q->pending_count == q->pending_alloc) {
         q->pending_alloc = q->pending_alloc ? q->pending_alloc * 2 : 32;
         q->pending = x_realloc(q->pending, q->pending_alloc * sizeof(*q->pending));
     }
-    q->pending[q->pending_count].domain = x_strdup(domain);
+    q->pending[q->pending_count].domain = x_strdup(key);
     memcpy(q->pending[q->pending_count].id, id, QUEUE_ID_LEN + 1);
+    q->pending[q->pending_count].add = add;
     q->pending_count++;
+}
+
+void
+queue_pending_add(QUEUE *q, const char *domain, const char *id)
+{
+    queue_pending_push(q, domain, id, 0);
+}
+
+void
+queue_pending_notice(QUEUE *q, const char *id, int add)
+{
+    queue_pending_push(q, QUEUE_NOTICE_KEY, id, add);
 }
 
 void

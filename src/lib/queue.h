@@ -7,8 +7,9 @@
  *     db/                Berkeley DB environment (Transactional Data Store)
  *                        with database "index.db"
  *     lock/DOMAIN        per-domain lock files (fcntl F_WRLCK, whole file)
- *     status/ID          per-recipient failure texts ("INDEX CODE reply" lines),
- *                        written by a flush for 5xx/4xx results
+ *     status/ID          per-recipient results (one line per result, see
+ *                        QUEUE_REASON below), written by a flush for 4xx/5xx
+ *                        results, by expiry, and for a delay warning sent
  *
  * ONE FILE PER MESSAGE. A message with recipients in several domains is
  * one file; each recipient has a one-byte status at a known offset that a
@@ -33,7 +34,11 @@
  *     protocol LMTP|pipe|local\n     optional
  *     rcpt S NOTIFY ORCPT ADDR\n     one per recipient. S is the status
  *                                     byte: 'Q' queued, 'D' delivered,
- *                                     'F' failed (5xx), 'X' removed by the
+ *                                     'S' delivered with a success notice
+ *                                     owed, 'F' failed (5xx or expired)
+ *                                     with a failure notice owed, 'B'
+ *                                     failed and notified (or no notice
+ *                                     wanted), 'X' removed by the
  *                                     administrator. NOTIFY and ORCPT are
  *                                     "-" when absent; ORCPT is xtext
  *                                     ("rfc822;user@example.org" encoded).
@@ -84,6 +89,28 @@
  * then flush the log (when index_sync = yes) before returning, so page
  * locks are not held across an fsync and one log flush serves every
  * process that committed meanwhile.
+ *
+ * NOTICES (DSNs). A recipient whose result needs a notice to the sender is
+ * marked 'F' (failure or expiry) or 'S' (delivered to a customer without
+ * the DSN extension and NOTIFY=SUCCESS asked: "relayed"); its reason line
+ * goes to status/ID. queue_file_done() then puts the ID on the notice
+ * list, in the same index transaction that removes the domain's entry, so
+ * the two cannot part: a crash before that commit leaves the domain entry,
+ * and the next flush or expiry run of the domain does the same again. The
+ * notice runner (notice.h) submits the DSN, marks the recipients 'B' (or
+ * 'D'), makes those marks durable, and only then takes the ID off the list
+ * (queue_file_settle): a crash in between sends the notice twice, never
+ * not at all. The list lives in the index database under a key no domain
+ * can have ("\001notice"), and reindex rebuilds it from the status bytes.
+ *
+ * EXPIRY AND DELAY WARNINGS cost O(domains) when nothing is due: IDs sort
+ * by arrival and carry it (queue_id_time), so a domain's first index entry
+ * says whether any of its messages is old enough. For delay warnings each
+ * domain keeps a watermark (key "\002" + domain: the newest ID already
+ * looked at), so messages already warned are not looked at again; whether
+ * a message was warned is a line in its status file, so a message with
+ * recipients in several domains is warned once, and a reindex (which
+ * forgets the watermarks) sends no second warning.
  */
 #ifndef ODMR_QUEUE_H
 #define ODMR_QUEUE_H
@@ -97,6 +124,8 @@
 #define QUEUE_RCPT_DELIVERED 'D'
 #define QUEUE_RCPT_FAILED 'F'
 #define QUEUE_RCPT_REMOVED 'X' /* removed by the administrator: no bounce */
+#define QUEUE_RCPT_SUCCESS 'S' /* delivered; a success notice is owed */
+#define QUEUE_RCPT_BOUNCED 'B' /* failed; its notice went out or was not wanted */
 
 typedef struct queue QUEUE;
 typedef struct queue_writer QUEUE_WRITER;
@@ -170,6 +199,78 @@ int queue_file_fd(const QUEUE_FILE *f); /* for sendfile of the content */
 int queue_file_mark(QUEUE_FILE *f, size_t i, int status, const char *reason);
 void queue_file_close(QUEUE_FILE **fp);
 
+/* One result line of status/ID. Events: */
+#define QUEUE_EVENT_FAILED 'F'   /* 5xx from the customer, or decided here */
+#define QUEUE_EVENT_EXPIRED 'E'  /* maximal_queue_lifetime passed */
+#define QUEUE_EVENT_DEFERRED 'D' /* 4xx, timeout, lost connection */
+#define QUEUE_EVENT_RELAYED 'R'  /* delivered to a customer without DSN */
+#define QUEUE_EVENT_WARNED 'W'   /* a delay warning went out (message level) */
+#define QUEUE_EVENT_NOTIFIED 'N' /* the notice for the recipient went out */
+typedef struct {
+    int event;     /* QUEUE_EVENT_*; 0: no line for this recipient */
+    long time;     /* epoch seconds */
+    char dsn[16];  /* enhanced status code "5.1.1" */
+    char *relay;   /* "host[addr]:port", or NULL */
+    char *diag;    /* the customer's reply, "550 5.1.1 user unknown", or NULL */
+    char *text;    /* human text for logs and notices; never NULL */
+} QUEUE_REASON;
+
+/* Set recipient i's status byte (pwrite, made durable by queue_sync()) and
+ * append the reason (may be NULL) to status/ID. Fields with control
+ * characters are cleaned. 0, or -1 with *error_r. */
+int queue_file_mark_reason(QUEUE_FILE *f, size_t i, int status, const QUEUE_REASON *reason,
+                           char **error_r);
+/* The last result line of every recipient (an array of rcpt_count entries,
+ * event 0 where none) and whether a delay warning went out (*warned_r,
+ * may be NULL). Lines in the first format ("INDEX CODE DSN text") are read
+ * too. 0, or -1 with *error_r. Free with queue_reasons_free(). */
+int queue_file_reasons(QUEUE_FILE *f, QUEUE_REASON **reasons_r, int *warned_r,
+                       char **error_r);
+void queue_reasons_free(QUEUE_REASON **reasons, size_t count);
+/* Record that the delay warning for this message went out. 0 or -1. */
+int queue_file_set_warned(QUEUE_FILE *f, char **error_r);
+
+/* Lock the file against other notice runners and the "is everything
+ * final?" decisions of flushes (fcntl OFD lock, waiting), then re-read the
+ * status bytes. Released by queue_file_close(). 0, or -1 with *error_r. */
+int queue_file_lock(QUEUE_FILE *f, char **error_r);
+
+/* Does a recipient owe a notice ('F' or 'S')? */
+int queue_env_owed(const QUEUE_ENV *env);
+
+/* After the notice runner: under the file's lock, when no recipient is
+ * queued and none owes a notice, remove the file (and its index and
+ * notice-list entries); when none owes a notice, take the ID off the
+ * notice list. The marks are made durable before the list changes (by
+ * queue_sync(), which the caller runs, or which runs by itself when a
+ * batch is full). *fp is closed either way. 0, or -1 with *error_r. */
+int queue_file_settle(QUEUE *q, QUEUE_FILE **fp, char **error_r);
+
+/* IDs on the notice list, oldest first (free with queue_ids_free). */
+ssize_t queue_notice_ids(QUEUE *q, char ***ids_r, char **error_r);
+/* Put an ID on the notice list now (durable). 0 or -1. */
+int queue_notice_add(QUEUE *q, const char *id, char **error_r);
+
+/* The arrival time (epoch seconds) an ID carries; -1 for a bad ID. */
+long queue_id_time(const char *id);
+
+/* Messages due for expiry or a delay warning, found from the index in
+ * O(domains) when nothing is due. For every domain: each indexed ID that
+ * arrived at or before expire_before (expire = 1), then, when warn_before
+ * > 0, each ID after the domain's watermark that arrived at or before
+ * warn_before (expire = 0). A message indexed for several domains appears
+ * once per domain. *due_r is malloc'd (free with free()). 0 or -1. */
+typedef struct {
+    char domain[256];
+    char id[QUEUE_ID_LEN + 1];
+    int expire;
+} QUEUE_DUE;
+int queue_scan_due(QUEUE *q, long expire_before, long warn_before, QUEUE_DUE **due_r,
+                   size_t *count_r, char **error_r);
+/* Move the domain's delay-warning watermark to id (IDs up to it were
+ * looked at). 0 or -1. */
+int queue_warn_mark(QUEUE *q, const char *domain, const char *id, char **error_r);
+
 /* The domain is done with this file (its recipients are all final): remove
  * the domain's index entry; when no recipient of the file is QUEUED,
  * remove every index entry, and the file and its status file too unless a
@@ -242,7 +343,5 @@ void queue_fault(const char *point);
 
 void queue_env_free(QUEUE_ENV *env); /* frees members, not env itself */
 
-/* Has a recipient failed (a bounce is still owed)? 1 or 0. */
-int queue_env_failed(const QUEUE_ENV *env);
 
 #endif

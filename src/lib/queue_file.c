@@ -513,6 +513,14 @@ set_once(char **field, const char *value)
     return 0;
 }
 
+/* A status byte this version knows. */
+static int
+status_valid(int c)
+{
+    return c == QUEUE_RCPT_QUEUED || c == QUEUE_RCPT_DELIVERED || c == QUEUE_RCPT_FAILED
+           || c == QUEUE_RCPT_REMOVED || c == QUEUE_RCPT_SUCCESS || c == QUEUE_RCPT_BOUNCED;
+}
+
 /* Parse one "rcpt S NOTIFY ORCPT ADDR" value (after "rcpt "). */
 static const char *
 parse_rcpt(QUEUE_ENV *env, char *v, off_t status_offset)
@@ -520,7 +528,7 @@ parse_rcpt(QUEUE_ENV *env, char *v, off_t status_offset)
     QUEUE_RCPT *r;
     char *notify, *orcpt, *addr;
 
-    if (!(v[0] == 'Q' || v[0] == 'D' || v[0] == 'F' || v[0] == 'X') || v[1] != ' ')
+    if (!status_valid(v[0]) || v[1] != ' ')
         return "bad recipient status";
     notify = v + 2;
     if ((orcpt = strchr(notify, ' ')) == NULL)
@@ -756,49 +764,294 @@ queue_file_fd(const QUEUE_FILE *f)
     return f->fd;
 }
 
+static int file_reread_status(QUEUE_FILE *f);
+
+/* Append one line to status/ID. */
+static int
+status_append(QUEUE_FILE *f, const char *line, char **error_r)
+{
+    int fd = openat(f->q->status_fd, f->env.id, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+
+    if (fd < 0 || write_all(fd, line, strlen(line)) < 0) {
+        queue_error(error_r, "write %s/status/%s: %m", f->q->dir, f->env.id);
+        if (fd >= 0)
+            (void) close(fd);
+        return -1;
+    }
+    (void) close(fd);
+    return 0;
+}
+
+/* A status-file field: no control characters (tabs and newlines separate
+ * fields and lines), "-" when empty. */
+static const char *
+status_field(char *buf, size_t size, const char *s)
+{
+    if (s == NULL || *s == 0)
+        return "-";
+    str_copy(buf, s, size);
+    for (char *p = buf; *p; p++)
+        if ((unsigned char) *p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    return buf;
+}
+
 int
-queue_file_mark(QUEUE_FILE *f, size_t i, int status, const char *reason)
+queue_file_mark_reason(QUEUE_FILE *f, size_t i, int status, const QUEUE_REASON *reason,
+                       char **error_r)
 {
     char c = (char) status;
 
-    if (!f->writable || i >= f->env.rcpt_count
-        || !(status == QUEUE_RCPT_QUEUED || status == QUEUE_RCPT_DELIVERED
-             || status == QUEUE_RCPT_FAILED || status == QUEUE_RCPT_REMOVED)) {
+    if (!f->writable || i >= f->env.rcpt_count || !status_valid(status)) {
+        queue_error(error_r, "%s: bad mark %c for recipient %zu", f->env.id, status, i);
         errno = EINVAL;
         return -1;
     }
     if (f->env.rcpt[i].status != status) {
-        if (pwrite(f->fd, &c, 1, f->env.rcpt[i].status_offset) != 1)
+        if (pwrite(f->fd, &c, 1, f->env.rcpt[i].status_offset) != 1) {
+            queue_error(error_r, "%s: write status: %m", f->env.id);
             return -1;
+        }
         f->env.rcpt[i].status = status;
         f->marked = 1;
     }
-    if (reason != NULL && status != QUEUE_RCPT_DELIVERED) {
-        char clean[1024];
-        char line[1100];
-        int fd;
+    if (reason != NULL) {
+        char dsn[16], relay[300], diag[600], text[1100], line[2100];
 
-        /* One line per result: the reply text is cleaned so it cannot
-         * break the "INDEX reply" line format. */
-        str_copy(clean, reason, sizeof(clean));
-        for (char *p = clean; *p; p++)
-            if ((unsigned char) *p < 0x20 || *p == 0x7f)
-                *p = ' ';
-        (void) str_format(line, sizeof(line), "%zu %s\n", i, clean);
-        fd = openat(f->q->status_fd, f->env.id, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-                    0600);
-        if (fd < 0)
+        (void) str_format(line, sizeof(line), "%zu\t%ld\t%c\t%s\t%s\t%s\t%s\n", i,
+                          reason->time, reason->event ? reason->event : QUEUE_EVENT_DEFERRED,
+                          status_field(dsn, sizeof(dsn), reason->dsn),
+                          status_field(relay, sizeof(relay), reason->relay),
+                          status_field(diag, sizeof(diag), reason->diag),
+                          status_field(text, sizeof(text), reason->text));
+        if (status_append(f, line, error_r) < 0)
             return -1;
-        if (write_all(fd, line, strlen(line)) < 0) {
-            int saved = errno;
-
-            (void) close(fd);
-            errno = saved;
-            return -1;
-        }
-        (void) close(fd);
     }
     return 0;
+}
+
+int
+queue_file_mark(QUEUE_FILE *f, size_t i, int status, const char *reason)
+{
+    QUEUE_REASON r;
+    const char *p = reason;
+    char *error = NULL;
+    long sec, usec;
+    int ret;
+
+    /* "CODE DSN text", the form of the first status files. */
+    memset(&r, 0, sizeof(r));
+    now_wall(&sec, &usec);
+    r.time = sec;
+    r.event = status == QUEUE_RCPT_QUEUED ? QUEUE_EVENT_DEFERRED : QUEUE_EVENT_FAILED;
+    if (p != NULL && strlen(p) > 4 && p[3] == ' ') {
+        const char *sp = strchr(p + 4, ' ');
+
+        if (sp != NULL && (size_t) (sp - (p + 4)) < sizeof(r.dsn)) {
+            memcpy(r.dsn, p + 4, (size_t) (sp - (p + 4)));
+            r.dsn[sp - (p + 4)] = 0;
+            p = sp + 1;
+        }
+    }
+    r.text = (char *) p;
+    ret = queue_file_mark_reason(f, i, status, reason ? &r : NULL, &error);
+    if (ret < 0) {
+        int saved = errno;
+
+        free(error);
+        errno = saved;
+    }
+    return ret;
+}
+
+void
+queue_reasons_free(QUEUE_REASON **reasons, size_t count)
+{
+    if (*reasons == NULL)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        free((*reasons)[i].relay);
+        free((*reasons)[i].diag);
+        free((*reasons)[i].text);
+    }
+    x_free(reasons);
+}
+
+static char *
+field_dup(const char *s)
+{
+    return strcmp(s, "-") == 0 ? NULL : x_strdup(s);
+}
+
+/* One status-file line into reasons[] (the last line of a recipient wins). */
+static void
+reason_parse_line(QUEUE_FILE *f, char *line, QUEUE_REASON *reasons, int *warned)
+{
+    char *field[7];
+    size_t nf = 0;
+    char *p = line;
+    unsigned long idx;
+    char *end;
+    QUEUE_REASON *r;
+
+    if (strchr(line, '\t') == NULL) {
+        /* First format: "INDEX CODE DSN text". */
+        char *code, *dsn, *text;
+
+        idx = strtoul(line, &end, 10);
+        if (end == line || *end != ' ' || idx >= f->env.rcpt_count)
+            return;
+        code = end + 1;
+        if ((dsn = strchr(code, ' ')) == NULL)
+            return;
+        *dsn++ = 0;
+        text = strchr(dsn, ' ');
+        if (text != NULL)
+            *text++ = 0;
+        r = reasons + idx;
+        free(r->relay);
+        free(r->diag);
+        free(r->text);
+        memset(r, 0, sizeof(*r));
+        r->event = code[0] == '5' ? QUEUE_EVENT_FAILED : QUEUE_EVENT_DEFERRED;
+        str_copy(r->dsn, dsn, sizeof(r->dsn));
+        r->text = x_strdup(text ? text : "");
+        return;
+    }
+    while (nf < 7) {
+        field[nf++] = p;
+        if ((p = strchr(p, '\t')) == NULL)
+            break;
+        *p++ = 0;
+    }
+    if (nf < 7 || field[2][0] == 0 || field[2][1] != 0)
+        return;
+    if (strcmp(field[0], "*") == 0) {
+        if (field[2][0] == QUEUE_EVENT_WARNED && warned != NULL)
+            *warned = 1;
+        return;
+    }
+    idx = strtoul(field[0], &end, 10);
+    if (end == field[0] || *end != 0 || idx >= f->env.rcpt_count)
+        return;
+    r = reasons + idx;
+    free(r->relay);
+    free(r->diag);
+    free(r->text);
+    memset(r, 0, sizeof(*r));
+    r->event = field[2][0];
+    r->time = strtol(field[1], NULL, 10);
+    if (strcmp(field[3], "-") != 0)
+        str_copy(r->dsn, field[3], sizeof(r->dsn));
+    r->relay = field_dup(field[4]);
+    r->diag = field_dup(field[5]);
+    r->text = x_strdup(strcmp(field[6], "-") == 0 ? "" : field[6]);
+}
+
+/* status/ID files are small (one line per result); this bounds them. */
+#define QUEUE_STATUS_FILE_MAX (4 * 1024 * 1024)
+
+int
+queue_file_reasons(QUEUE_FILE *f, QUEUE_REASON **reasons_r, int *warned_r, char **error_r)
+{
+    QUEUE_REASON *reasons = x_calloc(f->env.rcpt_count ? f->env.rcpt_count : 1,
+                                     sizeof(*reasons));
+    int fd = openat(f->q->status_fd, f->env.id, O_RDONLY | O_CLOEXEC);
+    int warned = 0;
+    struct stat st;
+    char *buf, *p;
+    ssize_t n;
+
+    if (fd < 0) {
+        if (errno != ENOENT) {
+            queue_error(error_r, "open %s/status/%s: %m", f->q->dir, f->env.id);
+            free(reasons);
+            return -1;
+        }
+        *reasons_r = reasons;
+        if (warned_r)
+            *warned_r = 0;
+        return 0;
+    }
+    if (fstat(fd, &st) < 0 || st.st_size > QUEUE_STATUS_FILE_MAX) {
+        queue_error(error_r, "%s/status/%s: %s", f->q->dir, f->env.id,
+                    st.st_size > QUEUE_STATUS_FILE_MAX ? "too large" : strerror(errno));
+        (void) close(fd);
+        free(reasons);
+        return -1;
+    }
+    buf = x_malloc((size_t) st.st_size + 1);
+    n = pread(fd, buf, (size_t) st.st_size, 0);
+    (void) close(fd);
+    if (n < 0) {
+        queue_error(error_r, "read %s/status/%s: %m", f->q->dir, f->env.id);
+        free(buf);
+        free(reasons);
+        return -1;
+    }
+    buf[n] = 0;
+    for (p = buf; *p;) {
+        char *nl = strchr(p, '\n');
+
+        if (nl == NULL)
+            break; /* a line a crash cut short */
+        *nl = 0;
+        reason_parse_line(f, p, reasons, &warned);
+        p = nl + 1;
+    }
+    free(buf);
+    *reasons_r = reasons;
+    if (warned_r)
+        *warned_r = warned;
+    return 0;
+}
+
+int
+queue_file_set_warned(QUEUE_FILE *f, char **error_r)
+{
+    char line[64];
+    long sec, usec;
+
+    now_wall(&sec, &usec);
+    (void) str_format(line, sizeof(line), "*\t%ld\t%c\t-\t-\t-\tdelay warning sent\n", sec,
+                      QUEUE_EVENT_WARNED);
+    return status_append(f, line, error_r);
+}
+
+int
+queue_file_lock(QUEUE_FILE *f, char **error_r)
+{
+    struct flock fl;
+
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    while (fcntl(f->fd, F_OFD_SETLKW, &fl) < 0) {
+        if (errno != EINTR) {
+            queue_error(error_r, "lock queue file %s: %m", f->env.id);
+            return -1;
+        }
+    }
+    f->locked = 1;
+    if (file_reread_status(f) < 0) {
+        queue_error(error_r, "read queue file %s: %m", f->env.id);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+file_unlock(QUEUE_FILE *f)
+{
+    struct flock fl;
+
+    if (!f->locked || f->fd < 0)
+        return;
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = F_UNLCK;
+    fl.l_whence = SEEK_SET;
+    (void) fcntl(f->fd, F_OFD_SETLK, &fl);
+    f->locked = 0;
 }
 
 void
@@ -809,6 +1062,8 @@ queue_file_close(QUEUE_FILE **fp)
     if (f == NULL)
         return;
     *fp = NULL;
+    /* The descriptor may live on until queue_sync(): the lock goes now. */
+    file_unlock(f);
     /* Marks are made durable in bulk by queue_sync(). */
     if (f->marked && f->fd >= 0) {
         queue_sync_fd_add(f->q, f->fd);
@@ -835,8 +1090,7 @@ file_reread_status(QUEUE_FILE *f)
     for (size_t i = 0; i < f->env.rcpt_count; i++) {
         char c = buf[f->env.rcpt[i].status_offset];
 
-        if (c == QUEUE_RCPT_QUEUED || c == QUEUE_RCPT_DELIVERED || c == QUEUE_RCPT_FAILED
-            || c == QUEUE_RCPT_REMOVED)
+        if (status_valid(c))
             f->env.rcpt[i].status = c;
     }
     free(buf);
@@ -844,10 +1098,10 @@ file_reread_status(QUEUE_FILE *f)
 }
 
 int
-queue_env_failed(const QUEUE_ENV *env)
+queue_env_owed(const QUEUE_ENV *env)
 {
     for (size_t i = 0; i < env->rcpt_count; i++)
-        if (env->rcpt[i].status == QUEUE_RCPT_FAILED)
+        if (env->rcpt[i].status == QUEUE_RCPT_FAILED || env->rcpt[i].status == QUEUE_RCPT_SUCCESS)
             return 1;
     return 0;
 }
@@ -866,7 +1120,7 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
     QUEUE_FILE *f = *fp;
     char *key = str_lower(x_strdup(domain));
     struct flock fl;
-    int pending_here = 0, pending_all = 0, failed = 0, locked = 0;
+    int pending_here = 0, pending_all = 0, owed = 0, locked = 0;
     int ret = 0;
 
     *fp = NULL;
@@ -888,19 +1142,22 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
         ret = -1;
         goto out;
     }
+    owed = queue_env_owed(&f->env);
     for (size_t i = 0; i < f->env.rcpt_count; i++) {
-        if (f->env.rcpt[i].status == QUEUE_RCPT_FAILED)
-            failed = 1;
         if (f->env.rcpt[i].status != QUEUE_RCPT_QUEUED)
             continue;
         pending_all = 1;
         if (rcpt_in_domain(&f->env.rcpt[i], key))
             pending_here = 1;
     }
-    if (!pending_all && failed) {
-        /* Nothing left to send, but a failed recipient still needs its
-         * bounce: the file stays (odmr-queue shows it) and leaves the
-         * index, so no ATRN sends it again. */
+    /* A notice is owed: on the notice list, in the same transaction as
+     * the index removals below (queue.h, NOTICES). */
+    if (owed)
+        queue_pending_notice(q, f->env.id, 1);
+    if (!pending_all && owed) {
+        /* Nothing left to send, but a notice is owed: the file stays
+         * (odmr-queue shows it) and leaves the index, so no ATRN sends it
+         * again. */
         char **domains;
         size_t n = queue_env_domains(&f->env, 0, &domains);
 
@@ -948,6 +1205,61 @@ out:
     if (locked) {
         fl.l_type = F_UNLCK;
         (void) fcntl(f->fd, F_OFD_SETLK, &fl);
+    }
+    queue_file_close(&f);
+    if (ret == 0 && (q->pending_count >= QUEUE_BATCH_MAX || q->sync_count >= QUEUE_BATCH_MAX))
+        ret = queue_sync(q, error_r);
+    return ret;
+}
+
+int
+queue_file_settle(QUEUE *q, QUEUE_FILE **fp, char **error_r)
+{
+    QUEUE_FILE *f = *fp;
+    int queued = 0, owed, ret = 0;
+
+    *fp = NULL;
+    if (queue_file_lock(f, error_r) < 0) {
+        queue_file_close(&f);
+        return -1;
+    }
+    for (size_t i = 0; i < f->env.rcpt_count; i++)
+        if (f->env.rcpt[i].status == QUEUE_RCPT_QUEUED)
+            queued = 1;
+    owed = queue_env_owed(&f->env);
+    if (!owed)
+        queue_pending_notice(q, f->env.id, 0);
+    if (!queued && !owed) {
+        char **domains;
+        size_t n = queue_env_domains(&f->env, 0, &domains);
+        int xy = queue_xy_fd(q, f->env.id, 0, NULL);
+
+        /* The marks that settle it are on disk before the file goes: a
+         * crash before the unlink then leaves a file that owes nothing
+         * (reindex removes it), never one that owes a notice and is on no
+         * list. */
+        if (f->marked && fdatasync(f->fd) < 0) {
+            queue_error(error_r, "fdatasync queue file %s: %m", f->env.id);
+            queue_strings_free(&domains, n);
+            queue_file_close(&f);
+            return -1;
+        }
+        f->marked = 0;
+        file_unlock(f);
+        if (xy < 0) {
+            (void) unlinkat(q->status_fd, f->env.id, 0);
+        } else {
+            int fd = f->fd;
+
+            f->fd = -1;
+            if (queue_remove_file(q, xy, f->env.id, fd) < 0) {
+                queue_error(error_r, "remove queue file %s: %m", f->env.id);
+                ret = -1;
+            }
+        }
+        for (size_t i = 0; i < n; i++)
+            queue_pending_add(q, domains[i], f->env.id);
+        queue_strings_free(&domains, n);
     }
     queue_file_close(&f);
     if (ret == 0 && (q->pending_count >= QUEUE_BATCH_MAX || q->sync_count >= QUEUE_BATCH_MAX))
@@ -1109,16 +1421,19 @@ queue_delete(QUEUE *q, const char *id, char **error_r)
         goto out;
     }
     (void) unlinkat(q->status_fd, id, 0);
-    if (n > 0) {
-        QUEUE_PAIR *pairs = x_calloc(n, sizeof(*pairs));
+    {
+        QUEUE_PAIR *pairs = x_calloc(n + 1, sizeof(*pairs));
 
         for (size_t i = 0; i < n; i++) {
             pairs[i].domain = domains[i];
             memcpy(pairs[i].id, id, QUEUE_ID_LEN + 1);
         }
+        /* Off the notice list too: a deleted message owes nothing. */
+        pairs[n].domain = (char *) QUEUE_NOTICE_KEY;
+        memcpy(pairs[n].id, id, QUEUE_ID_LEN + 1);
         /* The file is gone already: a failure here only leaves dangling
          * entries that the next flush drops. */
-        if (queue_index_remove(q, pairs, n, &error) < 0) {
+        if (queue_index_remove(q, pairs, n + 1, &error) < 0) {
             msg_warn("%s", error);
             x_free(&error);
         }
@@ -1139,7 +1454,7 @@ typedef struct {
     QUEUE *q;
     QUEUE_PAIR *pairs;
     size_t pair_count, pair_alloc, files_in_batch;
-    size_t files, entries, damaged;
+    size_t files, entries, damaged, notices;
     char *error;
 } REINDEX_CTX;
 
@@ -1148,13 +1463,26 @@ reindex_flush(REINDEX_CTX *r)
 {
     int ret = queue_index_add_pairs(r->q, r->pairs, r->pair_count, &r->error);
 
-    if (ret == 0)
-        r->entries += r->pair_count;
+    for (size_t i = 0; ret == 0 && i < r->pair_count; i++)
+        r->entries += (unsigned char) r->pairs[i].domain[0] >= 0x20; /* not the notice list */
     for (size_t i = 0; i < r->pair_count; i++)
         free(r->pairs[i].domain);
     r->pair_count = 0;
     r->files_in_batch = 0;
     return ret;
+}
+
+static void
+reindex_push(REINDEX_CTX *r, const char *key, const char *id, int add)
+{
+    if (r->pair_count == r->pair_alloc) {
+        r->pair_alloc = r->pair_alloc ? r->pair_alloc * 2 : 256;
+        r->pairs = x_realloc(r->pairs, r->pair_alloc * sizeof(*r->pairs));
+    }
+    r->pairs[r->pair_count].domain = x_strdup(key);
+    memcpy(r->pairs[r->pair_count].id, id, QUEUE_ID_LEN + 1);
+    r->pairs[r->pair_count].add = add;
+    r->pair_count++;
 }
 
 static int
@@ -1176,8 +1504,13 @@ reindex_one(const char *id, void *ctx)
         return 0;
     }
     n = queue_env_domains(&f->env, 1, &domains);
-    if (n == 0 && queue_env_failed(&f->env)) {
-        /* Waiting for its bounce: kept, not indexed. */
+    if (queue_env_owed(&f->env)) {
+        /* A notice is owed: back on the notice list. */
+        reindex_push(r, QUEUE_NOTICE_KEY, id, 1);
+        r->notices++;
+    }
+    if (n == 0 && queue_env_owed(&f->env)) {
+        /* Waiting for its notice: kept, not indexed. */
         r->files++;
     } else if (n == 0) {
         int xy = queue_xy_fd(r->q, id, 0, NULL);
@@ -1190,16 +1523,8 @@ reindex_one(const char *id, void *ctx)
     } else {
         r->files++;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (r->pair_count == r->pair_alloc) {
-            r->pair_alloc = r->pair_alloc ? r->pair_alloc * 2 : 256;
-            r->pairs = x_realloc(r->pairs, r->pair_alloc * sizeof(*r->pairs));
-        }
-        r->pairs[r->pair_count].domain = domains[i];
-        domains[i] = NULL;
-        memcpy(r->pairs[r->pair_count].id, id, QUEUE_ID_LEN + 1);
-        r->pair_count++;
-    }
+    for (size_t i = 0; i < n; i++)
+        reindex_push(r, domains[i], id, 1);
     queue_strings_free(&domains, n);
     queue_file_close(&f);
     if (++r->files_in_batch >= QUEUE_REINDEX_BATCH)

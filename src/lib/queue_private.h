@@ -17,11 +17,19 @@
 /* Where the ID starts in a queue file: strlen("ODMRQ 1\nid "). */
 #define QUEUE_ID_LINE_OFFSET 11
 
-/* One pending index removal, committed by queue_sync(). */
+/* One pending index change, committed by queue_sync(): a removal, or an
+ * addition (add = 1; the notice list). */
 typedef struct {
     char *domain;
     char id[QUEUE_ID_LEN + 1];
+    int add;
 } QUEUE_PAIR;
+
+/* Index keys no domain name can have (domain names start with a letter or
+ * digit): the notice list, and the delay-warning watermarks (prefix +
+ * domain). Walks over domains skip keys that start with a control byte. */
+#define QUEUE_NOTICE_KEY "\001notice"
+#define QUEUE_WARN_MARK_PREFIX '\002'
 
 struct queue {
     char *dir;
@@ -48,6 +56,7 @@ struct queue_file {
     int fd;
     int writable;
     int marked;
+    int locked;      /* queue_file_lock() */
     QUEUE_ENV env;
 };
 
@@ -72,6 +81,8 @@ int queue_index_remove(QUEUE *q, const QUEUE_PAIR *pairs, size_t count, char **e
 /* Empty the index: 0 or -1. */
 int queue_index_truncate(QUEUE *q, char **error_r);
 void queue_pending_add(QUEUE *q, const char *domain, const char *id);
+/* Batch putting id on the notice list (add = 1) or taking it off (0). */
+void queue_pending_notice(QUEUE *q, const char *id, int add);
 /* Remove a finished queue file (msg/XY/ID and status/ID) and close fd,
  * its last descriptor, off the caller's path: a thread does the unlinks
  * and the close (where ext4 frees the blocks, with a synchronous discard

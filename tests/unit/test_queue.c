@@ -418,15 +418,30 @@ test_mark_done(void **state)
     assert_int_equal(count_ids(q, "one.example"), 0);
     assert_int_equal(count_ids(q, "two.example"), 2);
     {
-        char sp[256], line[256];
-        FILE *fp;
+        QUEUE_REASON *reasons = NULL;
+        int warned = -1;
 
-        (void) str_format(sp, sizeof(sp), "%s/status/%s", t->qdir, id);
-        fp = fopen(sp, "r");
-        assert_non_null(fp);
-        assert_non_null(fgets(line, sizeof(line), fp));
-        assert_string_equal(line, "2 550 5.1.1 no  such user\n");
-        fclose(fp);
+        /* The reason, cleaned of its CR LF, read back through the module. */
+        f = queue_file_open(q, id, 0, &error);
+        assert_non_null(f);
+        assert_int_equal(queue_file_reasons(f, &reasons, &warned, &error), 0);
+        assert_int_equal(warned, 0);
+        assert_int_equal(reasons[0].event, 0);
+        assert_int_equal(reasons[1].event, 0);
+        assert_int_equal(reasons[2].event, QUEUE_EVENT_FAILED);
+        assert_string_equal(reasons[2].dsn, "5.1.1");
+        assert_string_equal(reasons[2].text, "no  such user");
+        assert_null(reasons[2].relay);
+        queue_reasons_free(&reasons, 3);
+        queue_file_close(&f);
+    }
+    /* It owes a notice: on the notice list once the domain is done. */
+    {
+        char **ids = NULL;
+
+        assert_int_equal(queue_notice_ids(q, &ids, &error), 1);
+        assert_string_equal(ids[0], id);
+        queue_ids_free(&ids, 1);
     }
     /* The marks are on disk. */
     f = queue_file_open(q, id, 0, &error);
@@ -462,7 +477,7 @@ test_mark_done(void **state)
     assert_int_equal(count_ids(q, "two.example"), 1);
     f = queue_file_open(q, id, 0, &error);
     assert_non_null(f);
-    assert_int_equal(queue_env_failed(queue_file_env(f)), 1);
+    assert_int_equal(queue_env_owed(queue_file_env(f)), 1);
     queue_file_close(&f);
     {
         size_t files = 0, entries = 0, damaged = 0;
@@ -475,6 +490,26 @@ test_mark_done(void **state)
     }
     (void) str_format(path, sizeof(path), "%s/status/%s", t->qdir, id);
     assert_int_equal(stat(path, &st), 0);
+    {
+        char **ids = NULL;
+        QUEUE_REASON r = {.event = QUEUE_EVENT_NOTIFIED, .time = 1, .text = "notice sent"};
+
+        /* reindex rebuilt the notice list from the status bytes. */
+        assert_int_equal(queue_notice_ids(q, &ids, &error), 1);
+        queue_ids_free(&ids, 1);
+        /* The notice went out: 'B', settled, the file and the list entry go. */
+        f = queue_file_open(q, id, 1, &error);
+        assert_non_null(f);
+        assert_int_equal(queue_file_lock(f, &error), 0);
+        assert_int_equal(queue_file_mark_reason(f, 2, QUEUE_RCPT_BOUNCED, &r, &error), 0);
+        assert_int_equal(queue_file_settle(q, &f, &error), 0);
+        assert_null(f);
+        assert_int_equal(queue_sync(q, &error), 0);
+        assert_int_equal(queue_notice_ids(q, &ids, &error), 0);
+        assert_int_equal(stat(path, &st), -1);
+        msg_path(t, id, path, sizeof(path));
+        assert_int_equal(stat(path, &st), -1);
+    }
 
     /* A dangling entry: the file is gone, the caller drops it. */
     msg_path(t, id2, path, sizeof(path));
