@@ -522,6 +522,71 @@ test_mark_done(void **state)
     queue_close(&q);
 }
 
+/* Expiry and delay-warning candidates come from the index: oldest first,
+ * per domain, with the watermark skipping what was looked at. */
+static void
+test_scan_due(void **state)
+{
+    T *t = *state;
+    QUEUE *q = open_q(t);
+    const char *a[] = {"x@a.example"}, *b[] = {"y@b.example"}, *ab[] = {"x@a.example", "y@b.example"};
+    char id1[QUEUE_ID_LEN + 1], id2[QUEUE_ID_LEN + 1], id3[QUEUE_ID_LEN + 1];
+    char id4[QUEUE_ID_LEN + 1], walk[512] = "";
+    QUEUE_DUE *due = NULL;
+    size_t n = 0;
+    char *error = NULL;
+    long now = (long) time(NULL);
+
+    assert_int_equal(store(q, "s@x.example", a, 1, "A\r\n", 3, id1), 0);
+    assert_int_equal(store(q, "s@x.example", ab, 2, "B\r\n", 3, id2), 0);
+    assert_int_equal(store(q, "s@x.example", a, 1, "C\r\n", 3, id3), 0);
+    assert_int_equal(store(q, "s@x.example", b, 1, "D\r\n", 3, id4), 0);
+    assert_true(labs(queue_id_time(id1) - now) <= 2);
+    assert_int_equal(queue_id_time("nonsense"), -1);
+
+    /* Nothing old enough. */
+    assert_int_equal(queue_scan_due(q, now - 3600, 0, &due, &n, &error), 0);
+    assert_int_equal(n, 0);
+    free(due);
+    /* Everything expires: per domain, oldest first; id2 once per domain. */
+    assert_int_equal(queue_scan_due(q, now + 10, 0, &due, &n, &error), 0);
+    assert_int_equal(n, 5);
+    assert_string_equal(due[0].domain, "a.example");
+    assert_string_equal(due[0].id, id1);
+    assert_string_equal(due[1].id, id2);
+    assert_string_equal(due[2].id, id3);
+    assert_string_equal(due[3].domain, "b.example");
+    assert_string_equal(due[3].id, id2);
+    assert_string_equal(due[4].id, id4);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(due[i].expire, 1);
+    free(due);
+    /* Warnings only. */
+    assert_int_equal(queue_scan_due(q, now - 3600, now + 10, &due, &n, &error), 0);
+    assert_int_equal(n, 5);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(due[i].expire, 0);
+    free(due);
+    /* The watermark: a.example looked at up to id2, b.example up to id4. */
+    assert_int_equal(queue_warn_mark(q, "A.Example", id2, &error), 0);
+    assert_int_equal(queue_warn_mark(q, "b.example", id4, &error), 0);
+    assert_int_equal(queue_scan_due(q, now - 3600, now + 10, &due, &n, &error), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(due[0].domain, "a.example");
+    assert_string_equal(due[0].id, id3);
+    free(due);
+    /* Moved again: nothing left. */
+    assert_int_equal(queue_warn_mark(q, "a.example", id3, &error), 0);
+    assert_int_equal(queue_scan_due(q, now - 3600, now + 10, &due, &n, &error), 0);
+    assert_int_equal(n, 0);
+    free(due);
+    /* Watermarks and the notice list are not domains. */
+    assert_int_equal(queue_notice_add(q, id1, &error), 0);
+    assert_int_equal(queue_walk_domains(q, walk_cb, walk, &error), 0);
+    assert_string_equal(walk, "a.example=3;b.example=2;");
+    queue_close(&q);
+}
+
 /* Two domains of one message flushed one after the other by the same
  * process before a queue_sync(): the first queue_file_done() must not
  * leave its lock behind for the second (seen as a hang in odmrd). */
@@ -1066,6 +1131,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_multi_domain_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oldest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mark_done, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_due, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_domains_one_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reindex, setup, teardown),
