@@ -1270,6 +1270,7 @@ queue_lock_domain(QUEUE *q, const char *domain, int wait_ms, char **error_r)
     /* Validated and lower-cased: the name becomes a path under lock/. */
     if (!domain_valid(domain) || str_copy(name, domain, sizeof(name)) >= sizeof(name)) {
         queue_error(error_r, "bad domain name \"%.100s\"", domain);
+        errno = EINVAL;
         return -1;
     }
     str_lower(name);
@@ -1288,13 +1289,18 @@ queue_lock_domain(QUEUE *q, const char *domain, int wait_ms, char **error_r)
         if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
             return fd;
         if (errno != EAGAIN && errno != EACCES && errno != EINTR) {
+            int saved = errno;
+
             queue_error(error_r, "lock %s/lock/%s: %m", q->dir, name);
             (void) close(fd);
+            errno = saved == EAGAIN ? EIO : saved;
             return -1;
         }
         if (now_ms() >= deadline) {
+            queue_error(error_r, "domain %s is being flushed; try again later", name);
             (void) close(fd);
-            return -2;
+            errno = EAGAIN;
+            return -1;
         }
         usleep(pause);
         if (pause < 100000)

@@ -251,6 +251,8 @@ ssize_t queue_notice_ids(QUEUE *q, char ***ids_r, char **error_r);
 /* Put an ID on the notice list now (durable). 0 or -1. */
 int queue_notice_add(QUEUE *q, const char *id, char **error_r);
 
+/* A new ID (QUEUE_ID_LEN + 1 bytes), e.g. for a notice's Message-ID. */
+void queue_new_id(char *id_r);
 /* The arrival time (epoch seconds) an ID carries; -1 for a bad ID. */
 long queue_id_time(const char *id);
 
@@ -312,8 +314,9 @@ int queue_walk_files(QUEUE *q, int (*fn)(const char *id, void *ctx), void *ctx,
 
 /* Lock a domain for a flush (fcntl, released by the kernel when the
  * process dies). wait_ms 0 = do not wait. Returns an fd >= 0 (keep it; close
- * it with queue_unlock_domain), -2 when another process holds it, -1 on error
- * with *error_r (also for a name that is not a valid domain).
+ * it with queue_unlock_domain), or -1 with *error_r and errno: EAGAIN when
+ * another flush holds it (after wait_ms), EINVAL for a name that is not a
+ * valid domain, another errno for a system error.
  * Open-file-description locks (F_OFD_SETLK): two locks of one domain also
  * exclude each other inside one process; a child that inherits the fd
  * shares the lock until both have closed it. */

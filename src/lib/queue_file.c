@@ -1404,13 +1404,8 @@ queue_delete(QUEUE *q, const char *id, char **error_r)
     locks = x_calloc(n + 1, sizeof(*locks));
     for (locked = 0; locked < n; locked++) {
         locks[locked] = queue_lock_domain(q, domains[locked], QUEUE_DELETE_WAIT_MS, error_r);
-        if (locks[locked] == -2) {
-            queue_error(error_r, "domain %s is being flushed; try again later",
-                        domains[locked]);
-            saved = EAGAIN;
-        }
         if (locks[locked] < 0) {
-            saved = saved ? saved : EIO;
+            saved = errno ? errno : EIO;
             goto out;
         }
     }

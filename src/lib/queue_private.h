@@ -67,7 +67,6 @@ struct queue_file {
 /* *error_r = formatted text (malloc'd); nothing when error_r is NULL. */
 void queue_error(char **error_r, const char *fmt, ...) ODMR_PRINTF(2, 3);
 int queue_id_valid(const char *id);
-void queue_new_id(char *id_r);
 int queue_xy_index(const char *id);
 int queue_xy_fd(QUEUE *q, const char *id, int create, char **error_r);
 /* Add (domain, id) for each domain in one transaction (durable when

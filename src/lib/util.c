@@ -468,3 +468,23 @@ addr_domain(const char *addr)
 
     return (at && at[1]) ? at + 1 : NULL;
 }
+
+void
+delay_format(char *buf, size_t size, int64_t ms)
+{
+    double s = ms < 0 ? 0 : (double) ms / 1000.0;
+    char *p;
+
+    if (s >= 10)
+        (void) snprintf(buf, size, "%.0f", s);
+    else if (s >= 1)
+        (void) snprintf(buf, size, "%.1f", s);
+    else
+        (void) snprintf(buf, size, "%.2f", s);
+    if (strchr(buf, '.') != NULL) {
+        for (p = buf + strlen(buf) - 1; *p == '0'; p--)
+            *p = 0;
+        if (*p == '.')
+            *p = 0;
+    }
+}

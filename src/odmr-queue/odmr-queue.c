@@ -407,13 +407,12 @@ cmd_delete_domain(QUEUE *q, const char *domain)
     int lock;
 
     lock = queue_lock_domain(q, domain, DELETE_WAIT_MS, &error);
-    if (lock == -2) {
-        msg_warn("domain %s is being flushed; try again later", domain);
-        return EX_TEMPFAIL;
-    }
     if (lock < 0) {
+        int usage = errno == EINVAL;
+
         msg_warn("%s", error);
-        return domain_valid(domain) ? EX_TEMPFAIL : EX_USAGE;
+        free(error);
+        return usage ? EX_USAGE : EX_TEMPFAIL;
     }
     if ((n = queue_domain_ids(q, domain, &ids, &error)) < 0)
         msg_fatal("%s", error);

@@ -444,7 +444,7 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
         int fd = queue_lock_domain(sp->queue, dl.names[i], 0, &err);
 
         if (fd < 0) {
-            if (fd == -2)
+            if (errno == EAGAIN)
                 msg_warn("%s: ATRN: domain %s is being flushed by another session",
                          sp->client, dl.names[i]);
             else

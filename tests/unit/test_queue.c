@@ -898,14 +898,20 @@ test_domain_lock(void **state)
     pid_t pid;
 
     assert_int_equal(queue_lock_domain(q, "../etc", 0, &error), -1);
+    assert_int_equal(errno, EINVAL);
+    assert_non_null(error);
     x_free(&error);
     assert_int_equal(queue_lock_domain(q, "nodots", 0, &error), -1);
+    assert_int_equal(errno, EINVAL);
     x_free(&error);
 
     /* Within one process too. */
     lock = queue_lock_domain(q, "Lock.Example", 0, &error);
     assert_true(lock >= 0);
-    assert_int_equal(queue_lock_domain(q, "lock.example", 0, &error), -2);
+    assert_int_equal(queue_lock_domain(q, "lock.example", 0, &error), -1);
+    assert_int_equal(errno, EAGAIN);
+    assert_non_null(strstr(error, "lock.example is being flushed"));
+    x_free(&error);
     lock2 = queue_lock_domain(q, "other.example", 0, &error);
     assert_true(lock2 >= 0);
     queue_unlock_domain(lock);
@@ -929,9 +935,13 @@ test_domain_lock(void **state)
     close(fds[1]);
     assert_int_equal(read(fds[0], &c, 1), 1);
     close(fds[0]);
-    assert_int_equal(queue_lock_domain(q, "lock.example", 0, &error), -2);
+    assert_int_equal(queue_lock_domain(q, "lock.example", 0, &error), -1);
+    assert_int_equal(errno, EAGAIN);
+    x_free(&error);
     start = now_ms();
-    assert_int_equal(queue_lock_domain(q, "LOCK.example", 200, &error), -2);
+    assert_int_equal(queue_lock_domain(q, "LOCK.example", 200, &error), -1);
+    assert_int_equal(errno, EAGAIN);
+    x_free(&error);
     assert_true(now_ms() - start >= 190);
     kill(pid, SIGKILL);
     assert_int_equal(waitpid(pid, &status, 0), pid);
