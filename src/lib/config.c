@@ -63,6 +63,7 @@ long var_smtp_data_done_timeout;
 long var_smtp_quit_timeout;
 long var_maximal_queue_lifetime;
 long var_delay_warning_time;
+long var_bounce_size_limit;
 int var_index_sync;
 int var_smtputf8_enable;
 char *var_sasl_mechanisms;
@@ -175,6 +176,7 @@ static const struct param params[] = {
     P_TIME("smtp_quit_timeout", "300s", var_smtp_quit_timeout, 's', 1, DAY),
     P_TIME("maximal_queue_lifetime", "5d", var_maximal_queue_lifetime, 'd', 1, 3650 * DAY),
     P_TIME("delay_warning_time", "0h", var_delay_warning_time, 'h', 0, 3650 * DAY),
+    P_SIZE("bounce_size_limit", "50000", var_bounce_size_limit, 1, LONG_MAX),
 
     P_BOOL("index_sync", "yes", var_index_sync),
     P_BOOL("smtputf8_enable", "yes", var_smtputf8_enable),

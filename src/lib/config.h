@@ -76,6 +76,8 @@ extern long var_maximal_queue_lifetime; /* maximal_queue_lifetime = 5d (default 
                                       * as in Postfix) */
 extern long var_delay_warning_time;  /* delay_warning_time = 0h (0 = none; default unit h,
                                       * as in Postfix) */
+extern long var_bounce_size_limit;   /* bounce_size_limit = 50000 (bytes; a notice returns
+                                      * a larger message's headers only, as Postfix) */
 
 /* Behaviour */
 extern int var_index_sync;           /* index_sync = yes: fsync the index log at commit */

@@ -183,6 +183,7 @@ test_defaults(void **unused)
     assert_int_equal(var_smtp_quit_timeout, 300);
     assert_int_equal(var_maximal_queue_lifetime, 5 * 86400);
     assert_int_equal(var_delay_warning_time, 0);
+    assert_int_equal(var_bounce_size_limit, 50000);
     assert_int_equal(var_index_sync, 1);
     assert_int_equal(var_smtputf8_enable, 1);
     assert_string_equal(var_sasl_mechanisms, "CRAM-MD5 SCRAM-SHA-256 PLAIN LOGIN EXTERNAL");
@@ -796,7 +797,7 @@ test_print(void **unused)
         lines++;
     }
     /* One line per variable in config.h. */
-    assert_int_equal(lines, 45);
+    assert_int_equal(lines, 46);
     free(out);
 }
 
