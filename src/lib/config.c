@@ -64,6 +64,7 @@ long var_smtp_quit_timeout;
 long var_maximal_queue_lifetime;
 long var_delay_warning_time;
 long var_bounce_size_limit;
+long var_notice_submit_timeout;
 int var_index_sync;
 int var_smtputf8_enable;
 char *var_sasl_mechanisms;
@@ -177,6 +178,7 @@ static const struct param params[] = {
     P_TIME("maximal_queue_lifetime", "5d", var_maximal_queue_lifetime, 'd', 1, 3650 * DAY),
     P_TIME("delay_warning_time", "0h", var_delay_warning_time, 'h', 0, 3650 * DAY),
     P_SIZE("bounce_size_limit", "50000", var_bounce_size_limit, 1, LONG_MAX),
+    P_TIME("notice_submit_timeout", "60s", var_notice_submit_timeout, 's', 1, 3600),
 
     P_BOOL("index_sync", "yes", var_index_sync),
     P_BOOL("smtputf8_enable", "yes", var_smtputf8_enable),

@@ -78,6 +78,7 @@ extern long var_delay_warning_time;  /* delay_warning_time = 0h (0 = none; defau
                                       * as in Postfix) */
 extern long var_bounce_size_limit;   /* bounce_size_limit = 50000 (bytes; a notice returns
                                       * a larger message's headers only, as Postfix) */
+extern long var_notice_submit_timeout; /* notice_submit_timeout = 60s (one sendmail run) */
 
 /* Behaviour */
 extern int var_index_sync;           /* index_sync = yes: fsync the index log at commit */

@@ -813,10 +813,26 @@ queue_notice_add(QUEUE *q, const char *id, char **error_r)
         queue_error(error_r, "bad queue ID \"%.40s\"", id);
         return -1;
     }
+    memset(&pair, 0, sizeof(pair));
     pair.domain = (char *) QUEUE_NOTICE_KEY;
     memcpy(pair.id, id, QUEUE_ID_LEN + 1);
     pair.add = 1;
     return queue_index_add_pairs(q, &pair, 1, error_r);
+}
+
+int
+queue_notice_remove(QUEUE *q, const char *id, char **error_r)
+{
+    QUEUE_PAIR pair;
+
+    if (!queue_id_valid(id)) {
+        queue_error(error_r, "bad queue ID \"%.40s\"", id);
+        return -1;
+    }
+    memset(&pair, 0, sizeof(pair));
+    pair.domain = (char *) QUEUE_NOTICE_KEY;
+    memcpy(pair.id, id, QUEUE_ID_LEN + 1);
+    return queue_index_remove(q, &pair, 1, error_r);
 }
 
 long

@@ -235,6 +235,12 @@ int queue_file_set_warned(QUEUE_FILE *f, char **error_r);
  * status bytes. Released by queue_file_close(). 0, or -1 with *error_r. */
 int queue_file_lock(QUEUE_FILE *f, char **error_r);
 
+/* Distinct lower-cased recipient domains of env (only QUEUED ones when
+ * queued_only), in recipient order; a malloc'd array of malloc'd strings, freed with
+ * queue_strings_free(). */
+size_t queue_env_domains(const QUEUE_ENV *env, int queued_only, char ***domains_r);
+void queue_strings_free(char ***list, size_t count);
+
 /* Does a recipient owe a notice ('F' or 'S')? */
 int queue_env_owed(const QUEUE_ENV *env);
 
@@ -248,8 +254,9 @@ int queue_file_settle(QUEUE *q, QUEUE_FILE **fp, char **error_r);
 
 /* IDs on the notice list, oldest first (free with queue_ids_free). */
 ssize_t queue_notice_ids(QUEUE *q, char ***ids_r, char **error_r);
-/* Put an ID on the notice list now (durable). 0 or -1. */
+/* Put an ID on the notice list now (durable), or take it off. 0 or -1. */
 int queue_notice_add(QUEUE *q, const char *id, char **error_r);
+int queue_notice_remove(QUEUE *q, const char *id, char **error_r);
 
 /* A new ID (QUEUE_ID_LEN + 1 bytes), e.g. for a notice's Message-ID. */
 void queue_new_id(char *id_r);

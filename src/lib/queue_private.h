@@ -95,10 +95,5 @@ int queue_remove_file(QUEUE *q, int xy_fd, const char *id, int fd);
 int queue_reaper_drain(QUEUE *q, char **error_r);
 void queue_sync_fd_add(QUEUE *q, int fd);
 
-/* queue_file.c */
-/* Distinct lower-cased recipient domains of env (only QUEUED ones when
- * queued_only); malloc'd array of malloc'd strings. */
-size_t queue_env_domains(const QUEUE_ENV *env, int queued_only, char ***domains_r);
-void queue_strings_free(char ***list, size_t count);
 
 #endif

@@ -8,6 +8,9 @@
  *     odmr-queue [options] show queue_id
  *     odmr-queue [options] delete queue_id...
  *     odmr-queue [options] delete -d domain
+ *     odmr-queue [options] bounce queue_id...
+ *     odmr-queue [options] bounce -d domain
+ *     odmr-queue [options] expire [-n] [--now time]
  *     odmr-queue [options] reindex
  *     odmr-queue [options] stats [--json]
  *
@@ -15,7 +18,10 @@
  *     odmr-queue is the administrator's tool for the hold queue that
  *     odmr-store fills and odmrd empties. Messages are named by their queue
  *     ID (18 hexadecimal digits); recipients have a status: queued,
- *     delivered or failed.
+ *     delivered, "delivered, notice pending" (a success notice for a
+ *     customer without DSN support), "failed, notice pending", failed (the
+ *     sender was told, or asked not to be), or removed by the
+ *     administrator.
  *
  *     list [domain]
  *         Like mailq(1): for each message (every message, or those indexed
@@ -45,10 +51,37 @@
  *         no bounce is sent) and a message whose recipients are then all
  *         final is removed. Recipients in other domains stay queued.
  *
+ *     bounce queue_id...
+ *     bounce -d domain
+ *         Return messages to their senders now: every queued recipient
+ *         (of every domain of the message) fails with 5.0.0 "returned to
+ *         sender by the administrator" and one non-delivery notice goes to
+ *         the sender, as for any failure. Waits up to 5 seconds for a
+ *         flush of one of the message's domains to end.
+ *
+ *     expire [-n] [--now time]
+ *         What a timer runs every few minutes. Messages older than
+ *         maximal_queue_lifetime expire: their queued recipients fail
+ *         (4.4.7, status=expired) and the sender gets a non-delivery
+ *         notice. When delay_warning_time is set (and shorter than
+ *         maximal_queue_lifetime), each message still queued after that
+ *         long gets one delay warning. Then every notice still owed (a
+ *         submission that failed, a crash) is sent. Notices go through
+ *         sendmail_path, so Postfix routes them like any mail (a notice to
+ *         a held domain is itself held). A message whose domain is being
+ *         flushed waits for the next run. When nothing is due, a run costs
+ *         one index step per domain, whatever the number of messages.
+ *         Safe to run while sessions run, and from several places at once.
+ *         -n (--dry-run) lists what is due and changes nothing. --now time
+ *         runs as if the clock said time: epoch seconds, or +N or -N with
+ *         a unit (s, m, h, d, w) relative to now (tests, and to see what
+ *         would expire tomorrow: -n --now +1d).
+ *
  *     reindex
  *         Rebuild the Berkeley DB index from the queue files (after a crash
  *         that left files without index entries, or a lost db/ directory),
- *         and remove incoming/ files older than a day. Reports the counts;
+ *         including the list of notices owed, and remove incoming/ files
+ *         older than a day. Reports the counts;
  *         damaged files are reported and left alone. Safe while the queue
  *         is in use; run it from a timer now and then.
  *
@@ -77,7 +110,8 @@
  *     64  (EX_USAGE) bad command line.
  *     66  (EX_NOINPUT) an unknown queue ID (for delete: at least one).
  *     75  (EX_TEMPFAIL) the queue could not be opened or read, a domain
- *         stayed locked, an index error; try again later.
+ *         stayed locked, an index error, a notice that could not be
+ *         submitted (it stays pending); try again later.
  *
  * CONFIGURATION PARAMETERS
  *     queue_directory (default: /var/spool/postfix-odmr)
@@ -86,6 +120,21 @@
  *         Flush the index log at every index change.
  *     lock_timeout (default: 10s)
  *         How long an index operation retries while others hold its locks.
+ *     maximal_queue_lifetime (default: 5d)
+ *         Held mail older than this expires and is returned (expire).
+ *     delay_warning_time (default: 0h, none)
+ *         Age at which a message gets its one delay warning (expire).
+ *     sendmail_path (default: /usr/sbin/sendmail)
+ *         The command that submits notices (with options, e.g. "-C dir"
+ *         for a Postfix instance with another configuration directory).
+ *     notice_submit_timeout (default: 60s)
+ *         How long one sendmail run may take; then it is killed and the
+ *         notice stays pending.
+ *     bounce_size_limit (default: 50000)
+ *         A notice returns the whole message only up to this size, else
+ *         its headers.
+ *     myhostname (default: the system's host name)
+ *         Notices come from MAILER-DAEMON@myhostname.
  *     syslog_name (default: postfix), syslog_facility (default: mail),
  *     log_file (default: empty)
  *         Logging.
@@ -105,6 +154,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "notice.h"
 #include "queue.h"
 #include "util.h"
 
@@ -116,7 +166,8 @@ usage(void)
     fprintf(stderr,
             "usage: odmr-queue [-v] [-c config_dir] [-o name=value] command\n"
             "  list [domain] | summary | show queue_id | delete queue_id... |\n"
-            "  delete -d domain | reindex | stats [--json]\n");
+            "  delete -d domain | bounce queue_id... | bounce -d domain |\n"
+            "  expire [-n] [--now time] | reindex | stats [--json]\n");
     exit(EX_USAGE);
 }
 
@@ -146,7 +197,11 @@ status_name(int status)
     case QUEUE_RCPT_DELIVERED:
         return "delivered";
     case QUEUE_RCPT_FAILED:
+        return "failed, notice pending";
+    case QUEUE_RCPT_BOUNCED:
         return "failed";
+    case QUEUE_RCPT_SUCCESS:
+        return "delivered, notice pending";
     case QUEUE_RCPT_REMOVED:
         return "removed";
     default:
@@ -311,10 +366,11 @@ copy_out(int fd, off_t offset, long long length)
 static int
 cmd_show(QUEUE *q, const char *id)
 {
-    char *error = NULL, date[64], path[512], line[1200];
+    char *error = NULL, date[64];
     QUEUE_FILE *f = queue_file_open(q, id, 0, &error);
     const QUEUE_ENV *env;
-    FILE *fp;
+    QUEUE_REASON *reasons = NULL;
+    int warned = 0;
 
     if (f == NULL) {
         if (errno == ENOENT || errno == EINVAL) {
@@ -348,11 +404,24 @@ cmd_show(QUEUE *q, const char *id)
         printf("recipient %zu: <%s> status=%s notify=%s orcpt=%s\n", i, env->rcpt[i].address,
                status_name(env->rcpt[i].status), env->rcpt[i].notify ? env->rcpt[i].notify : "-",
                env->rcpt[i].orcpt ? env->rcpt[i].orcpt : "-");
-    if (str_format(path, sizeof(path), "%s/status/%s", queue_dir(q), env->id) == 0
-        && (fp = fopen(path, "r")) != NULL) {
-        while (fgets(line, sizeof(line), fp) != NULL)
-            printf("result: %s", line);
-        fclose(fp);
+    /* The last result of each recipient, through the queue module. */
+    if (queue_file_reasons(f, &reasons, &warned, &error) < 0) {
+        msg_warn("%s", error);
+        x_free(&error);
+    } else {
+        for (size_t i = 0; i < env->rcpt_count; i++) {
+            const QUEUE_REASON *r = reasons + i;
+
+            if (r->event == 0)
+                continue;
+            format_date(r->time, date, sizeof(date));
+            printf("result %zu: %s dsn=%s%s%s%s%s (%s)\n", i, date, r->dsn[0] ? r->dsn : "-",
+                   r->relay ? " relay=" : "", r->relay ? r->relay : "",
+                   r->diag ? " reply=" : "", r->diag ? r->diag : "", r->text);
+        }
+        if (warned)
+            printf("delay warning: sent\n");
+        queue_reasons_free(&reasons, env->rcpt_count);
     }
     printf("content: %lld bytes\n\n", env->content_length);
     fflush(stdout);
@@ -458,6 +527,136 @@ cmd_delete_domain(QUEUE *q, const char *domain)
     return EX_OK;
 }
 
+/* ---- bounce and expire ------------------------------------------------------ */
+
+static void
+notice_summary(const char *what, const NOTICE_STATS *st)
+{
+    printf("%s: %lu expired, %lu returned, %lu delay warning%s, %lu notice%s sent, "
+           "%lu submission%s failed (kept), %lu postponed (domain being flushed)\n",
+           what, st->expired, st->bounced, st->warned, st->warned == 1 ? "" : "s", st->notices,
+           st->notices == 1 ? "" : "s", st->failures, st->failures == 1 ? "" : "s", st->busy);
+    msg_info("%s: expired=%lu returned=%lu warned=%lu notices=%lu failed=%lu postponed=%lu", what,
+             st->expired, st->bounced, st->warned, st->notices, st->failures, st->busy);
+}
+
+/* A queue ID from the command line: 18 hex digits, any case. */
+static int
+arg_id(const char *arg, char *id)
+{
+    if (strlen(arg) != QUEUE_ID_LEN) {
+        msg_warn("%s: bad queue ID", arg);
+        return -1;
+    }
+    str_copy(id, arg, QUEUE_ID_LEN + 1);
+    for (char *p = id; *p; p++)
+        if (*p >= 'a' && *p <= 'f')
+            *p -= 'a' - 'A';
+    return 0;
+}
+
+static int
+cmd_bounce(QUEUE *q, int argc, char **argv)
+{
+    NOTICE_STATS st;
+    char **ids = NULL, *error = NULL;
+    ssize_t n;
+    int status = EX_OK;
+    long now = (long) time(NULL);
+
+    memset(&st, 0, sizeof(st));
+    if (strcmp(argv[0], "-d") == 0) {
+        if (!domain_valid(argv[1])) {
+            msg_warn("bad domain name \"%.100s\"", argv[1]);
+            return EX_USAGE;
+        }
+        if ((n = queue_domain_ids(q, argv[1], &ids, &error)) < 0)
+            msg_fatal_status(EX_TEMPFAIL, "%s", error);
+    } else {
+        n = argc;
+        ids = x_calloc((size_t) argc + 1, sizeof(*ids));
+        for (int i = 0; i < argc; i++) {
+            char id[QUEUE_ID_LEN + 1];
+
+            ids[i] = x_strdup(arg_id(argv[i], id) == 0 ? id : "");
+        }
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        if (ids[i][0] == 0) {
+            status = status == EX_OK ? EX_NOINPUT : status;
+            continue;
+        }
+        if (notice_bounce(q, ids[i], now, &st, &error) == 0) {
+            printf("%s: returned to sender\n", ids[i]);
+        } else if (errno == ENOENT) {
+            msg_warn("%s", error ? error : "no such message");
+            status = status == EX_OK ? EX_NOINPUT : status;
+        } else {
+            msg_warn("%s", error ? error : "bounce failed");
+            status = EX_TEMPFAIL;
+        }
+        x_free(&error);
+    }
+    queue_ids_free(&ids, (size_t) n);
+    notice_summary("bounce", &st);
+    return status;
+}
+
+/* --now: epoch seconds, or +N / -N with a unit (s, m, h, d, w) from now. */
+static int
+parse_now(const char *arg, long *now_r)
+{
+    long v;
+
+    if (arg[0] == '+' || arg[0] == '-') {
+        if (parse_time(arg + 1, 's', 0, 3650L * 86400, &v) < 0)
+            return -1;
+        *now_r = (long) time(NULL) + (arg[0] == '+' ? v : -v);
+        return 0;
+    }
+    return parse_long(arg, 0, 1L << 40, now_r);
+}
+
+static int
+cmd_expire(QUEUE *q, long now, int dry_run)
+{
+    NOTICE_STATS st;
+    char *error = NULL;
+
+    if (dry_run) {
+        long expire_before = now - var_maximal_queue_lifetime;
+        long warn_before = var_delay_warning_time > 0
+                                   && var_delay_warning_time < var_maximal_queue_lifetime
+                               ? now - var_delay_warning_time
+                               : 0;
+        QUEUE_DUE *due = NULL;
+        size_t n = 0;
+        char **ids = NULL;
+        ssize_t nids;
+
+        if (queue_scan_due(q, expire_before, warn_before, &due, &n, &error) < 0
+            || (nids = queue_notice_ids(q, &ids, &error)) < 0)
+            msg_fatal_status(EX_TEMPFAIL, "%s", error);
+        for (size_t i = 0; i < n; i++)
+            printf("%s %s: %s\n", due[i].id, due[i].domain,
+                   due[i].expire ? "would expire" : "delay warning due unless sent before");
+        for (ssize_t i = 0; i < nids; i++)
+            printf("%s: notice to the sender pending\n", ids[i]);
+        free(due);
+        queue_ids_free(&ids, (size_t) nids);
+        return EX_OK;
+    }
+    memset(&st, 0, sizeof(st));
+    if (notice_expire(q, now, &st, &error) < 0) {
+        notice_summary("expire", &st);
+        msg_warn("expire: %s", error ? error : "error");
+        free(error);
+        return EX_TEMPFAIL;
+    }
+    notice_summary("expire", &st);
+    return EX_OK;
+}
+
 /* ---- stats ---------------------------------------------------------------- */
 
 typedef struct {
@@ -554,7 +753,8 @@ main(int argc, char **argv)
     const char *cmd;
     char *error = NULL;
     QUEUE *q;
-    int c, status, readonly;
+    int c, status, readonly, dry_run = 0;
+    long now = (long) time(NULL);
 
     fds_sanitize();
     msg_init(argv[0], MSG_STDERR | MSG_SYSLOG);
@@ -579,9 +779,19 @@ main(int argc, char **argv)
     } else if (strcmp(cmd, "show") == 0) {
         if (argc != 1)
             usage();
-    } else if (strcmp(cmd, "delete") == 0) {
+    } else if (strcmp(cmd, "delete") == 0 || strcmp(cmd, "bounce") == 0) {
         if (argc < 1 || (strcmp(argv[0], "-d") == 0 && argc != 2))
             usage();
+    } else if (strcmp(cmd, "expire") == 0) {
+        for (int i = 0; i < argc; i++) {
+            if (strcmp(argv[i], "-n") == 0 || strcmp(argv[i], "--dry-run") == 0)
+                dry_run = 1;
+            else if (strcmp(argv[i], "--now") == 0 && i + 1 < argc
+                     && parse_now(argv[i + 1], &now) == 0)
+                i++;
+            else
+                usage();
+        }
     } else if (strcmp(cmd, "stats") == 0) {
         if (argc > 1 || (argc == 1 && strcmp(argv[0], "--json") != 0))
             usage();
@@ -590,7 +800,8 @@ main(int argc, char **argv)
     }
     config_load();
     drop_privileges(var_queue_dir);
-    readonly = strcmp(cmd, "delete") != 0 && strcmp(cmd, "reindex") != 0;
+    readonly = strcmp(cmd, "delete") != 0 && strcmp(cmd, "reindex") != 0
+               && strcmp(cmd, "bounce") != 0 && !(strcmp(cmd, "expire") == 0 && !dry_run);
     if ((q = queue_open(var_queue_dir, readonly ? QUEUE_OPEN_READONLY : 0, &error)) == NULL)
         msg_fatal("%s", error);
 
@@ -611,6 +822,10 @@ main(int argc, char **argv)
     } else if (strcmp(cmd, "delete") == 0) {
         status = strcmp(argv[0], "-d") == 0 ? cmd_delete_domain(q, argv[1])
                                             : cmd_delete_ids(q, argc, argv);
+    } else if (strcmp(cmd, "bounce") == 0) {
+        status = cmd_bounce(q, argc, argv);
+    } else if (strcmp(cmd, "expire") == 0) {
+        status = cmd_expire(q, now, dry_run);
     } else if (strcmp(cmd, "reindex") == 0) {
         size_t files, entries, damaged;
 

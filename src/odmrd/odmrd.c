@@ -142,11 +142,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "log.h"
 #include "maps.h"
+#include "notice.h"
 #include "odmrd.h"
 #include "queue.h"
 #include "smtp.h"
@@ -261,6 +263,38 @@ fatal_reply(void)
     }
 }
 
+void
+odmrd_notice_add(ODMRD_SESSION *sp, const char *id)
+{
+    for (size_t i = 0; i < sp->notice_count; i++)
+        if (strcmp(sp->notice_ids[i], id) == 0)
+            return;
+    if (sp->notice_count == sp->notice_alloc) {
+        sp->notice_alloc = sp->notice_alloc ? sp->notice_alloc * 2 : 16;
+        sp->notice_ids = x_realloc(sp->notice_ids, sp->notice_alloc * sizeof(*sp->notice_ids));
+    }
+    sp->notice_ids[sp->notice_count++] = x_strdup(id);
+}
+
+/* The notices this session's flush made owed. One that cannot be sent
+ * now stays on the queue's notice list for odmr-queue expire. */
+static void
+notices_send(ODMRD_SESSION *sp)
+{
+    NOTICE_STATS st;
+    char *error = NULL;
+
+    if (sp->queue == NULL)
+        return;
+    memset(&st, 0, sizeof(st));
+    if (notice_run_ids(sp->queue, sp->notice_ids, sp->notice_count, (long) time(NULL), &st,
+                       &error) < 0) {
+        msg_warn("%s: %lu notice%s to senders left pending for odmr-queue expire", sp->client,
+                 st.failures, st.failures == 1 ? "" : "s");
+        free(error);
+    }
+}
+
 static void
 session_free(ODMRD_SESSION *sp)
 {
@@ -270,6 +304,8 @@ session_free(ODMRD_SESSION *sp)
     odmrd_atrn_free(&sp->domains, sp->ndomains);
     x_free(&sp->lock_fds);
     sp->ndomains = 0;
+    queue_strings_free(&sp->notice_ids, sp->notice_count);
+    sp->notice_count = sp->notice_alloc = 0;
     if (sp->queue)
         queue_close(&sp->queue);
     if (sp->domain_maps)
@@ -369,6 +405,18 @@ main(int argc, char **argv)
     odmrd_server_run(sp);
 
     fatal_session = NULL;
+    if (sp->notice_count > 0) {
+        /* The customer is done: close its connection first, then tell the
+         * senders (sendmail may take its time; the customer never waits
+         * for it). */
+        stream_close(&sp->stream, 0);
+        linger_close();
+        (void) close(0);
+        (void) close(1);
+        notices_send(sp);
+        session_free(sp);
+        return 0;
+    }
     session_free(sp);
     linger_close();
     return 0;

@@ -92,6 +92,11 @@ typedef struct odmrd_session {
     char **domains;
     int *lock_fds;
     size_t ndomains;
+
+    /* Messages of the flush that owe the sender a notice (failure or
+     * relayed): sent once the customer's connection is closed. */
+    char **notice_ids;
+    size_t notice_count, notice_alloc;
 } ODMRD_SESSION;
 
 /* odmrd.c */
@@ -135,6 +140,8 @@ void odmrd_atrn_free(char ***domains, size_t count);
 /* odmrd_flush.c: the reversed session. Called after "250 ... reversing";
  * sends the mail of sp->domains, then QUIT. */
 void odmrd_flush_run(ODMRD_SESSION *sp);
+/* Remember that message id owes a notice (once per message). */
+void odmrd_notice_add(ODMRD_SESSION *sp, const char *id);
 
 /* odmrd_tls.c */
 void *odmrd_tls_server_ctx(char **error_r);
