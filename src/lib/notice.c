@@ -117,7 +117,8 @@ notice_group(QUEUE_FILE *f, const QUEUE_REASON *reasons, const size_t *idx, size
         d->text = r->text && r->text[0] ? r->text
                   : event == DSN_EVENT_RELAYED ? "delivered to a server without DSN support"
                                                : "undeliverable";
-        d->last_attempt = r->time;
+        /* An expired recipient may never have been tried. */
+        d->last_attempt = event == DSN_EVENT_EXPIRED && r->relay == NULL ? 0 : r->time;
     }
     if (wanted > 0) {
         if (notice_submit(f, event, rcpts, wanted, now, 0, newid, error_r) < 0) {
@@ -130,6 +131,8 @@ notice_group(QUEUE_FILE *f, const QUEUE_REASON *reasons, const size_t *idx, size
         msg_info("%s: %s: %s", env->id, event_name(event), newid);
         if (st)
             st->notices++;
+        /* Tests: a crash between the submission and the marks. */
+        queue_fault("after-notice");
     }
     free(rcpts);
     free(mta);
