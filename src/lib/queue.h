@@ -182,6 +182,12 @@ long long queue_writer_length(const QUEUE_WRITER *w);
 int queue_writer_commit(QUEUE_WRITER **wp, char *id_r, char **error_r);
 /* Throw the temp file away. */
 void queue_writer_abort(QUEUE_WRITER **wp);
+/* Benchmarks only (bench/gen-queue -b): finish the same file and move it
+ * into msg/ without any fsync and without index entries; the caller adds
+ * those in bulk (*domains_r: the recipient domains, lower case, freed with
+ * queue_strings_free). Not crash-safe. 0 or -1 with *error_r. */
+int queue_writer_commit_bulk(QUEUE_WRITER **wp, char *id_r, char ***domains_r,
+                             size_t *count_r, char **error_r);
 
 /* ---- reading ------------------------------------------------------------- */
 

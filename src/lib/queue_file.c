@@ -404,36 +404,71 @@ writer_rename(QUEUE_WRITER *w, int *xy_fd_r, char **error_r)
     }
 }
 
-int
-queue_writer_commit(QUEUE_WRITER **wp, char *id_r, char **error_r)
+/* The final dot and the content length: the file is complete (not yet
+ * durable). 0, or -1 with w->error. */
+static int
+writer_finish(QUEUE_WRITER *w)
 {
-    QUEUE_WRITER *w = *wp;
-    QUEUE *q = w->q;
     char digits[QUEUE_NUM_WIDTH + 1];
-    int xy = -1;
 
-    *wp = NULL;
     /* A content that does not end in CRLF would make the final dot part
      * of its last line, and the file would read back as damaged. */
     if (w->content_len > 0 && (w->tail[0] != '\r' || w->tail[1] != '\n'))
         (void) queue_writer_write(w, "\r\n", 2);
     (void) queue_writer_write(w, ".\r\n", 3);
     if (w->error != NULL)
-        goto fail_tmp;
+        return -1;
     (void) str_format(digits, sizeof(digits), "%0*lld", QUEUE_NUM_WIDTH, w->content_len);
     if (w->length_field >= w->flushed) {
         /* Still in our buffer: the whole file goes out in one write. */
         memcpy(w->buf + (w->length_field - w->flushed), digits, QUEUE_NUM_WIDTH);
-        if (writer_flush(w) < 0)
-            goto fail_tmp;
-    } else {
-        if (writer_flush(w) < 0)
-            goto fail_tmp;
-        if (pwrite(w->fd, digits, QUEUE_NUM_WIDTH, w->length_field) != QUEUE_NUM_WIDTH) {
-            queue_error(&w->error, "write %s/incoming/%s: %m", q->dir, w->tmp);
-            goto fail_tmp;
-        }
+        return writer_flush(w);
     }
+    if (writer_flush(w) < 0)
+        return -1;
+    if (pwrite(w->fd, digits, QUEUE_NUM_WIDTH, w->length_field) != QUEUE_NUM_WIDTH) {
+        queue_error(&w->error, "write %s/incoming/%s: %m", w->q->dir, w->tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int
+queue_writer_commit_bulk(QUEUE_WRITER **wp, char *id_r, char ***domains_r, size_t *count_r,
+                         char **error_r)
+{
+    QUEUE_WRITER *w = *wp;
+    int xy = -1;
+
+    *wp = NULL;
+    if (writer_finish(w) < 0 || writer_rename(w, &xy, &w->error) < 0) {
+        (void) unlinkat(w->q->incoming_fd, w->tmp, 0);
+        if (error_r != NULL) {
+            *error_r = w->error;
+            w->error = NULL;
+        }
+        writer_free(w);
+        return -1;
+    }
+    memcpy(id_r, w->id, QUEUE_ID_LEN + 1);
+    *domains_r = w->domains;
+    *count_r = w->domain_count;
+    w->domains = NULL;
+    w->domain_count = 0;
+    writer_free(w);
+    return 0;
+}
+
+int
+queue_writer_commit(QUEUE_WRITER **wp, char *id_r, char **error_r)
+{
+    QUEUE_WRITER *w = *wp;
+    QUEUE *q = w->q;
+    int xy = -1;
+
+    *wp = NULL;
+    if (writer_finish(w) < 0)
+        goto fail_tmp;
     queue_fault("before-fsync");
     if (fsync(w->fd) < 0) {
         queue_error(&w->error, "fsync %s/incoming/%s: %m", q->dir, w->tmp);
