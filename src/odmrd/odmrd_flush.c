@@ -576,7 +576,7 @@ has_8bit(const char *s)
 }
 
 static void
-msg_free(FLUSH_MSG *m)
+txn_free(FLUSH_MSG *m)
 {
     free(m->idx);
     free(m->dom);
@@ -591,7 +591,7 @@ msg_free(FLUSH_MSG *m)
  * file (queue_file_done() also removes the file once nothing is left). A
  * domain with a deferred recipient keeps its index entry. */
 static void
-msg_finish(FLUSH *f, FLUSH_MSG *m)
+txn_queue_update(FLUSH *f, FLUSH_MSG *m)
 {
     char id[QUEUE_ID_LEN + 1], *err = NULL;
     size_t nd = f->sp->ndomains;
@@ -632,24 +632,33 @@ msg_finish(FLUSH *f, FLUSH_MSG *m)
     }
 }
 
-/* Send the content after 354 (it ends with the final dot). 0 or -1. */
+/* Send length bytes of content in wire form (CRLF, dot-stuffed, ending
+ * with the final dot) from fd at offset, after the 354. Every message's
+ * content goes out through here. 0 or -1 (f->stop is set). */
 static int
-msg_data_send(FLUSH *f, FLUSH_MSG *m)
+txn_data_send(FLUSH *f, int fd, off_t offset, size_t length)
 {
-    const QUEUE_ENV *env = m->env;
-
     flush_set_state(f, FLUSH_XFER);
-    if (stream_sendfile(f->s, queue_file_fd(m->qf), env->content_offset,
-                        (size_t) env->content_length) < 0) {
+    if (stream_sendfile(f->s, fd, offset, length) < 0) {
         flush_stop_stream(f);
         return -1;
     }
     return 0;
 }
 
+/* The content of m: today the queue file's own bytes. */
+static int
+txn_content(FLUSH *f, FLUSH_MSG *m)
+{
+    const QUEUE_ENV *env = m->env;
+
+    return txn_data_send(f, queue_file_fd(m->qf), env->content_offset,
+                         (size_t) env->content_length);
+}
+
 /* Read the reply to the final dot and record it. */
 static void
-msg_dot_reply(FLUSH *f, FLUSH_MSG *m)
+txn_dot_reply(FLUSH *f, FLUSH_MSG *m)
 {
     SMTP_REPLY r;
 
@@ -666,12 +675,48 @@ msg_dot_reply(FLUSH *f, FLUSH_MSG *m)
 
 static void flush_finish_prev(FLUSH *f);
 
+/* The reply to DATA: 354 sends the content (its dot reply is read now, or
+ * with the next message's replies when later is set); anything else ends
+ * the transaction. */
+static void
+txn_data_reply(FLUSH *f, FLUSH_MSG *m, const SMTP_REPLY *r, int later)
+{
+    if (r->code == 354) {
+        if (m->mail_failed || m->naccepted == 0) {
+            SMTP_REPLY dot;
+
+            /* A server that says 354 with nobody to deliver to: end the
+             * empty transaction, then reset. */
+            flush_set_state(f, FLUSH_DOT);
+            if (flush_send(f, ".") == 0)
+                (void) flush_read(f, &dot);
+            m->need_rset = 1;
+            return;
+        }
+        m->need_rset = 0;
+        /* With PIPELINING the dot's reply is read together with the next
+         * message's replies. */
+        if (later)
+            flush_cork(f);
+        if (txn_content(f, m) == 0) {
+            if (later)
+                m->dot_pending = 1;
+            else
+                txn_dot_reply(f, m);
+        }
+    } else if (!m->mail_failed) {
+        for (size_t k = 0; k < m->n; k++)
+            if (m->accepted[k])
+                rcpt_reply(f, m, k, r, FLUSH_DATA);
+    }
+}
+
 /* Read the replies of every pending command, in order. The previous
  * message's dot reply comes first: its content, this message's MAIL, RCPT
  * and DATA went out as one group (RFC 2920 section 3.1 lets the content
  * open a group), so a message costs one round trip instead of two. */
 static void
-msg_drain(FLUSH *f, FLUSH_MSG *m)
+txn_drain(FLUSH *f, FLUSH_MSG *m)
 {
     flush_finish_prev(f);
     for (size_t p = 0; p < m->npend; p++) {
@@ -704,37 +749,11 @@ msg_drain(FLUSH *f, FLUSH_MSG *m)
             }
             break;
         case FLUSH_DATA:
-            if (r.code == 354) {
-                if (m->mail_failed || m->naccepted == 0) {
-                    /* A server that says 354 with nobody to deliver to: end
-                     * the empty transaction, then reset. */
-                    flush_set_state(f, FLUSH_DOT);
-                    if (flush_send(f, ".") == 0)
-                        (void) flush_read(f, &r);
-                    m->need_rset = 1;
-                } else {
-                    int later = (f->features & FEAT_PIPELINING) && p + 1 == m->npend;
-
-                    m->need_rset = 0;
-                    /* With PIPELINING the dot's reply is read together
-                     * with the next message's replies. */
-                    if (later)
-                        flush_cork(f);
-                    if (msg_data_send(f, m) == 0) {
-                        if (later)
-                            m->dot_pending = 1;
-                        else
-                            msg_dot_reply(f, m);
-                    }
-                }
-            } else if (!m->mail_failed) {
-                for (size_t k = 0; k < m->n; k++)
-                    if (m->accepted[k])
-                        rcpt_reply(f, m, k, &r, FLUSH_DATA);
-            }
+            txn_data_reply(f, m, &r,
+                           (f->features & FEAT_PIPELINING) && p + 1 == m->npend);
             break;
         default:
-            msg_panic("msg_drain: bad pending kind %d", (int) pd->kind);
+            msg_panic("txn_drain: bad pending kind %d", (int) pd->kind);
         }
         flush_check_421(f, &r);
     }
@@ -742,18 +761,18 @@ msg_drain(FLUSH *f, FLUSH_MSG *m)
 }
 
 static void
-msg_queue_cmd(FLUSH *f, FLUSH_MSG *m, FLUSH_STATE kind, size_t k)
+txn_queue_cmd(FLUSH *f, FLUSH_MSG *m, FLUSH_STATE kind, size_t k)
 {
     m->pend[m->npend].kind = kind;
     m->pend[m->npend].k = k;
     m->npend++;
     if (!(f->features & FEAT_PIPELINING) || m->npend >= FLUSH_PIPE_MAX)
-        msg_drain(f, m);
+        txn_drain(f, m);
 }
 
 /* Results for whatever has none yet, then the queue's bookkeeping. */
 static void
-msg_complete(FLUSH *f, FLUSH_MSG *m)
+txn_complete(FLUSH *f, FLUSH_MSG *m)
 {
     if (f->stop)
         rcpt_defer_rest(f, m);
@@ -762,8 +781,8 @@ msg_complete(FLUSH *f, FLUSH_MSG *m)
     for (size_t k = 0; k < m->n; k++)
         if (!m->final[k])
             rcpt_result(f, m, k, 451, "4.4.2", "no reply from the customer");
-    msg_finish(f, m);
-    msg_free(m);
+    txn_queue_update(f, m);
+    txn_free(m);
 }
 
 /* Which requested domain, if any, an address belongs to: an index into
@@ -813,23 +832,22 @@ seen_add(FLUSH *f, const char *id)
     f->nseen++;
 }
 
-static void
-flush_message(FLUSH *f, const char *domain, const char *id)
+/* Open queue file id and select its recipients still queued in any
+ * requested domain: one transaction for all of them, as smtp(8) sends one
+ * message to all its recipients at one destination. 0 when there is
+ * something to send (m is set up); -1 when not (stale index entry,
+ * damaged envelope, unreadable file: handled here, m holds nothing). */
+static int
+txn_select(FLUSH *f, FLUSH_MSG *m, const char *domain, const char *id)
 {
-    FLUSH_MSG m;
-    char *err = NULL, text[512];
+    char *err = NULL;
     const QUEUE_ENV *env;
-    const char *body = NULL;
-    long long size;
+    int here = 0, other = 0, ok;
 
-    memset(&m, 0, sizeof(m));
-    m.domain = domain;
-    /* Sent already, to every requested domain at once, under an earlier
-     * domain of this ATRN. */
-    if (seen_has(f, id))
-        return;
+    memset(m, 0, sizeof(*m));
+    m->domain = domain;
     errno = 0;
-    if ((m.qf = queue_file_open(f->sp->queue, id, 1, &err)) == NULL) {
+    if ((m->qf = queue_file_open(f->sp->queue, id, 1, &err)) == NULL) {
         if (errno == ENOENT && err == NULL) {
             /* Delivered through another domain's flush, or deleted: the
              * index entry is stale. */
@@ -840,172 +858,226 @@ flush_message(FLUSH *f, const char *domain, const char *id)
         } else
             msg_warn("%s: cannot open queue file: %s", id, err ? err : strerror(errno));
         free(err);
-        return;
+        return -1;
     }
-    env = m.env = queue_file_env(m.qf);
+    env = m->env = queue_file_env(m->qf);
 
-    /* The recipients still queued in any requested domain: one
-     * transaction for all of them, as smtp(8) sends one message to all its
-     * recipients at one destination. */
-    m.idx = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
-    m.dom = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
-    {
-        int here = 0, other = 0;
+    m->idx = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
+    m->dom = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        ssize_t j = requested_domain(f, env->rcpt[i].address);
 
-        for (size_t i = 0; i < env->rcpt_count; i++) {
-            ssize_t j = requested_domain(f, env->rcpt[i].address);
-
-            if (env->rcpt[i].status != QUEUE_RCPT_QUEUED || j < 0)
-                continue;
-            if (str_casecmp(f->sp->domains[j], domain) == 0)
-                here = 1;
-            else
-                other = 1;
-            m.dom[m.n] = (size_t) j;
-            m.idx[m.n++] = i;
-        }
-        if (!here)
-            m.n = 0; /* stale entry for this domain: handled below */
-        else if (other)
-            seen_add(f, id);
+        if (env->rcpt[i].status != QUEUE_RCPT_QUEUED || j < 0)
+            continue;
+        if (str_casecmp(f->sp->domains[j], domain) == 0)
+            here = 1;
+        else
+            other = 1;
+        m->dom[m->n] = (size_t) j;
+        m->idx[m->n++] = i;
     }
-    if (m.n == 0) {
+    if (!here)
+        m->n = 0; /* stale entry for this domain: handled below */
+    else if (other)
+        seen_add(f, id);
+    if (m->n == 0) {
         /* Nothing of this domain left in the file (an earlier flush was
          * interrupted before its index update): just drop the entry. */
-        msg_free(&m);
-        if (queue_file_done(f->sp->queue, &m.qf, domain, &err) < 0) {
+        txn_free(m);
+        if (queue_file_done(f->sp->queue, &m->qf, domain, &err) < 0) {
             msg_warn("%s: queue_file_done for %s: %s", id, domain, err ? err : "error");
             free(err);
         }
-        if (m.qf != NULL)
-            queue_file_close(&m.qf);
-        return;
+        if (m->qf != NULL)
+            queue_file_close(&m->qf);
+        return -1;
     }
-    m.accepted = x_calloc(m.n, sizeof(int));
-    m.final = x_calloc(m.n, sizeof(int));
+    m->accepted = x_calloc(m->n, sizeof(int));
+    m->final = x_calloc(m->n, sizeof(int));
 
     /* Damaged envelope fields never reach the wire. */
-    {
-        int ok = field_ok(env->sender) && field_ok(env->envid) && field_ok(env->ret);
+    ok = field_ok(env->sender) && field_ok(env->envid) && field_ok(env->ret);
+    for (size_t k = 0; k < m->n && ok; k++) {
+        const QUEUE_RCPT *rc = env->rcpt + m->idx[k];
 
-        for (size_t k = 0; k < m.n && ok; k++) {
-            const QUEUE_RCPT *rc = env->rcpt + m.idx[k];
-
-            ok = field_ok(rc->address) && field_ok(rc->notify) && field_ok(rc->orcpt);
-        }
-        if (!ok) {
-            msg_warn("%s: queue file has control characters in its envelope; skipped", id);
-            queue_file_close(&m.qf);
-            msg_free(&m);
-            return;
-        }
+        ok = field_ok(rc->address) && field_ok(rc->notify) && field_ok(rc->orcpt);
     }
+    if (!ok) {
+        msg_warn("%s: queue file has control characters in its envelope; skipped", id);
+        queue_file_close(&m->qf);
+        txn_free(m);
+        return -1;
+    }
+    return 0;
+}
 
-    f->messages++;
-    m.start_ms = now_ms();
-    /* The size the sender declared or the store counted; the content's own
-     * length when the file has none. */
-    size = env->size > 0 ? env->size
+/* The size the sender declared or the store counted; the content's own
+ * length when the file has none. */
+static long long
+txn_size(const FLUSH_MSG *m)
+{
+    const QUEUE_ENV *env = m->env;
+
+    return env->size > 0 ? env->size
                          : (env->content_length > 3 ? env->content_length - 3 : 0);
+}
 
-    /* Refusals decided here, as smtp(8) does. */
+/* Refusals decided here, as smtp(8) does: 1 when the message is refused
+ * (every recipient has its result), else 0. */
+static int
+txn_refused_here(FLUSH *f, FLUSH_MSG *m)
+{
+    const QUEUE_ENV *env = m->env;
+    long long size = txn_size(m);
+    char text[512];
+
     if ((f->features & FEAT_SIZE) && f->size_limit > 0 && size > f->size_limit) {
         (void) str_format(text, sizeof(text),
                           "message size %lld exceeds size limit %lld of server %s", size,
                           f->size_limit, f->sp->client);
-        for (size_t k = 0; k < m.n; k++)
-            rcpt_result(f, &m, k, 552, "5.3.4", text);
-        goto done;
+        for (size_t k = 0; k < m->n; k++)
+            rcpt_result(f, m, k, 552, "5.3.4", text);
+        return 1;
     }
     if (env->smtputf8 && !(f->features & FEAT_SMTPUTF8)) {
         int need = has_8bit(env->sender);
 
-        for (size_t k = 0; k < m.n && !need; k++)
-            need = has_8bit(env->rcpt[m.idx[k]].address);
+        for (size_t k = 0; k < m->n && !need; k++)
+            need = has_8bit(env->rcpt[m->idx[k]].address);
         if (need) {
             (void) str_format(text, sizeof(text),
                               "SMTPUTF8 is required, but was not offered by host %s",
                               f->sp->client);
-            for (size_t k = 0; k < m.n; k++)
-                rcpt_result(f, &m, k, 550, "5.6.7", text);
-            goto done;
+            for (size_t k = 0; k < m->n; k++)
+                rcpt_result(f, m, k, 550, "5.6.7", text);
+            return 1;
         }
     }
+    return 0;
+}
+
+/* ESMTP parameters of one MAIL or RCPT command. A parameter that would
+ * not fit is left out (field_ok() keeps every value far below the size). */
+typedef struct {
+    char text[600];
+    size_t used;
+} TXN_PARAMS;
+
+static void
+txn_param(TXN_PARAMS *p, const char *fmt, ...) ODMR_PRINTF(2, 3);
+
+static void
+txn_param(TXN_PARAMS *p, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(p->text + p->used, sizeof(p->text) - p->used, fmt, ap);
+    va_end(ap);
+    if (n > 0 && (size_t) n < sizeof(p->text) - p->used)
+        p->used += (size_t) n;
+    else
+        p->text[p->used] = 0;
+}
+
+/* MAIL FROM with its parameters. 0, or -1 when it could not be sent. */
+static int
+txn_envelope(FLUSH *f, FLUSH_MSG *m)
+{
+    const QUEUE_ENV *env = m->env;
+    TXN_PARAMS p = {.used = 0};
+
+    if (f->features & FEAT_SIZE)
+        txn_param(&p, " SIZE=%lld", txn_size(m));
     if (env->body != NULL && (f->features & FEAT_8BITMIME)
         && (str_casecmp(env->body, "8BITMIME") == 0 || str_casecmp(env->body, "BINARYMIME") == 0))
-        body = "8BITMIME";
+        txn_param(&p, " BODY=8BITMIME");
+    if (env->smtputf8 && (f->features & FEAT_SMTPUTF8) && var_smtputf8_enable)
+        txn_param(&p, " SMTPUTF8");
+    if ((f->features & FEAT_DSN) && env->ret)
+        txn_param(&p, " RET=%s", env->ret);
+    if ((f->features & FEAT_DSN) && env->envid)
+        txn_param(&p, " ENVID=%s", env->envid);
+    flush_set_state(f, FLUSH_MAIL);
+    if (flush_send(f, "MAIL FROM:<%s>%s", env->sender, p.text) < 0)
+        return -1;
+    txn_queue_cmd(f, m, FLUSH_MAIL, 0);
+    return 0;
+}
 
-    /* MAIL, RCPT..., DATA: one group with PIPELINING, else one by one. */
-    {
-        char params[600] = "";
-        size_t used = 0;
-        int n;
-
-#define ADD_PARAM(...)                                                                   \
-    do {                                                                                 \
-        n = snprintf(params + used, sizeof(params) - used, __VA_ARGS__);                 \
-        if (n > 0 && (size_t) n < sizeof(params) - used)                                 \
-            used += (size_t) n;                                                          \
-    } while (0)
-
-        if (f->features & FEAT_SIZE)
-            ADD_PARAM(" SIZE=%lld", size);
-        if (body)
-            ADD_PARAM(" BODY=%s", body);
-        if (env->smtputf8 && (f->features & FEAT_SMTPUTF8) && var_smtputf8_enable)
-            ADD_PARAM(" SMTPUTF8");
-        if ((f->features & FEAT_DSN) && env->ret)
-            ADD_PARAM(" RET=%s", env->ret);
-        if ((f->features & FEAT_DSN) && env->envid)
-            ADD_PARAM(" ENVID=%s", env->envid);
-        flush_set_state(f, FLUSH_MAIL);
-        if (flush_send(f, "MAIL FROM:<%s>%s", env->sender, params) < 0)
-            goto done;
-        msg_queue_cmd(f, &m, FLUSH_MAIL, 0);
-    }
-    for (size_t k = 0; k < m.n && !f->stop && !m.mail_failed; k++) {
-        const QUEUE_RCPT *rc = env->rcpt + m.idx[k];
-        char params[600] = "";
-        size_t used = 0;
-        int n;
+/* RCPT TO for each selected recipient. 0, or -1 when one could not be
+ * sent. */
+static int
+txn_recipients(FLUSH *f, FLUSH_MSG *m)
+{
+    for (size_t k = 0; k < m->n && !f->stop && !m->mail_failed; k++) {
+        const QUEUE_RCPT *rc = m->env->rcpt + m->idx[k];
+        TXN_PARAMS p = {.used = 0};
 
         if ((f->features & FEAT_DSN) && rc->notify)
-            ADD_PARAM(" NOTIFY=%s", rc->notify);
+            txn_param(&p, " NOTIFY=%s", rc->notify);
         if ((f->features & FEAT_DSN) && rc->orcpt)
-            ADD_PARAM(" ORCPT=%s", rc->orcpt);
-#undef ADD_PARAM
+            txn_param(&p, " ORCPT=%s", rc->orcpt);
         flush_set_state(f, FLUSH_RCPT);
-        if (flush_send(f, "RCPT TO:<%s>%s", rc->address, params) < 0)
-            goto done;
-        msg_queue_cmd(f, &m, FLUSH_RCPT, k);
+        if (flush_send(f, "RCPT TO:<%s>%s", rc->address, p.text) < 0)
+            return -1;
+        txn_queue_cmd(f, m, FLUSH_RCPT, k);
     }
-    if (!f->stop && !m.mail_failed
-        && ((f->features & FEAT_PIPELINING) || m.naccepted > 0)) {
+    return 0;
+}
+
+/* DATA (with PIPELINING even when no RCPT reply is in yet), the replies of
+ * the group, the content; RSET when the transaction was left open. 1 when
+ * the dot's reply is still to come (m then belongs to f->prev), else 0. */
+static int
+txn_data(FLUSH *f, FLUSH_MSG *m)
+{
+    if (!f->stop && !m->mail_failed
+        && ((f->features & FEAT_PIPELINING) || m->naccepted > 0)) {
         flush_set_state(f, FLUSH_DATA);
         if (flush_send(f, "DATA") < 0)
-            goto done;
-        msg_queue_cmd(f, &m, FLUSH_DATA, 0);
+            return 0;
+        txn_queue_cmd(f, m, FLUSH_DATA, 0);
     }
-    if (m.npend > 0)
-        msg_drain(f, &m);
-    if (m.dot_pending && !f->stop) {
+    if (m->npend > 0)
+        txn_drain(f, m);
+    if (m->dot_pending && !f->stop) {
         /* Finished by flush_finish_prev() once the dot's reply is read. */
         f->prev = x_malloc(sizeof(*f->prev));
-        *f->prev = m;
-        return;
+        *f->prev = *m;
+        return 1;
     }
 
     /* A transaction left open (no recipient, DATA refused): reset it. */
-    if (!f->stop && m.need_rset && !m.mail_failed) {
+    if (!f->stop && m->need_rset && !m->mail_failed) {
         SMTP_REPLY r;
 
         flush_set_state(f, FLUSH_RSET);
         if (flush_send(f, "RSET") == 0 && flush_read(f, &r) == 0)
             flush_check_421(f, &r);
     }
+    return 0;
+}
 
-done:
-    msg_complete(f, &m);
+static void
+flush_message(FLUSH *f, const char *domain, const char *id)
+{
+    FLUSH_MSG m;
+
+    /* Sent already, to every requested domain at once, under an earlier
+     * domain of this ATRN. */
+    if (seen_has(f, id))
+        return;
+    if (txn_select(f, &m, domain, id) < 0)
+        return;
+    f->messages++;
+    m.start_ms = now_ms();
+    /* MAIL, RCPT..., DATA: one group with PIPELINING, else one by one. */
+    if (!txn_refused_here(f, &m) && txn_envelope(f, &m) == 0 && txn_recipients(f, &m) == 0
+        && txn_data(f, &m) == 1)
+        return;
+    txn_complete(f, &m);
 }
 
 /* The reply to the previous message's dot (if one is outstanding), then
@@ -1020,8 +1092,8 @@ flush_finish_prev(FLUSH *f)
         return;
     f->prev = NULL;
     if (!f->stop)
-        msg_dot_reply(f, m);
-    msg_complete(f, m);
+        txn_dot_reply(f, m);
+    txn_complete(f, m);
     free(m);
 }
 
