@@ -135,6 +135,8 @@ typedef struct {
     int features;
     long long size_limit; /* customer's SIZE; 0: none announced */
     int stop;             /* the connection is unusable or closing */
+    int stop_quit;        /* ... but still answers: RSET and QUIT (after a
+                           * protocol error) */
     char stop_reason[512];
     int stop_code;        /* 4xx the remaining recipients get */
     char stop_dsn[16];
@@ -194,6 +196,10 @@ typedef struct flush_msg {
     int *accepted;      /* RCPT got 2xx */
     int *final;         /* the result recorded: 0 (none yet) or QUEUE_RCPT_* */
     size_t naccepted;
+    int *retry;         /* 452 to RCPT: goes in the next transaction */
+    size_t nretry;
+    SMTP_REPLY *too_many; /* the last such 452, for when no retry comes */
+    unsigned round;     /* transactions of this message so far, minus one */
     int mail_failed;
     int need_rset;
     int dot_pending;    /* content sent; the dot's reply comes later */
@@ -582,8 +588,11 @@ txn_free(FLUSH_MSG *m)
     free(m->dom);
     free(m->accepted);
     free(m->final);
+    free(m->retry);
+    free(m->too_many);
     m->idx = m->dom = NULL;
-    m->accepted = m->final = NULL;
+    m->accepted = m->final = m->retry = NULL;
+    m->too_many = NULL;
 }
 
 /* The queue's bookkeeping for each requested domain of the message whose
@@ -704,10 +713,31 @@ txn_data_reply(FLUSH *f, FLUSH_MSG *m, const SMTP_REPLY *r, int later)
             else
                 txn_dot_reply(f, m);
         }
-    } else if (!m->mail_failed) {
-        for (size_t k = 0; k < m->n; k++)
-            if (m->accepted[k])
-                rcpt_reply(f, m, k, r, FLUSH_DATA);
+    } else if (r->code / 100 == 4 || r->code / 100 == 5) {
+        if (!m->mail_failed)
+            for (size_t k = 0; k < m->n; k++)
+                if (m->accepted[k])
+                    rcpt_reply(f, m, k, r, FLUSH_DATA);
+    } else {
+        char sum[256];
+
+        /* 250, 220, a 3xx other than 354...: the customer did not take the
+         * content, so nothing was delivered, and it is out of step with
+         * us: an extra reply may have shifted every later one. Postfix's
+         * smtp(8) (smtp_proto.c, smtp_trouble.c) calls this a protocol
+         * error, resets the transaction, says QUIT and never reuses the
+         * connection ("the protocol may be in a bad state"); so do we.
+         * Postfix bounces with 5.5.0; here the recipients stay queued
+         * (4.5.0) for the next ATRN: a customer's broken server is no
+         * reason to lose its mail. */
+        (void) str_format(f->stop_reason, sizeof(f->stop_reason),
+                          "host %s said: %s (in reply to %s)", f->sp->client,
+                          smtp_reply_summary(r, sum, sizeof(sum)), flush_reply_to[FLUSH_DATA]);
+        f->stop = 1;
+        f->stop_quit = 1;
+        f->stop_code = 451;
+        str_copy(f->stop_dsn, "4.5.0", sizeof(f->stop_dsn));
+        msg_warn("%s: protocol error: %s; ending the session", f->sp->client, f->stop_reason);
     }
 }
 
@@ -744,13 +774,24 @@ txn_drain(FLUSH *f, FLUSH_MSG *m)
             if (r.code / 100 == 2) {
                 m->accepted[pd->k] = 1;
                 m->naccepted++;
+            } else if (r.code == 452) {
+                /* RFC 5321 4.5.3.1.10: too many recipients; this one goes
+                 * in a further transaction (txn_again()). */
+                m->retry[pd->k] = 1;
+                m->nretry++;
+                if (m->too_many == NULL)
+                    m->too_many = x_malloc(sizeof(*m->too_many));
+                *m->too_many = r;
             } else {
                 rcpt_reply(f, m, pd->k, &r, FLUSH_RCPT);
             }
             break;
         case FLUSH_DATA:
+            /* With recipients left for another transaction, the dot's
+             * reply is read at once: they go out only after it. */
             txn_data_reply(f, m, &r,
-                           (f->features & FEAT_PIPELINING) && p + 1 == m->npend);
+                           (f->features & FEAT_PIPELINING) && p + 1 == m->npend
+                               && m->nretry == 0);
             break;
         default:
             msg_panic("txn_drain: bad pending kind %d", (int) pd->kind);
@@ -894,6 +935,7 @@ txn_select(FLUSH *f, FLUSH_MSG *m, const char *domain, const char *id)
     }
     m->accepted = x_calloc(m->n, sizeof(int));
     m->final = x_calloc(m->n, sizeof(int));
+    m->retry = x_calloc(m->n, sizeof(int));
 
     /* Damaged envelope fields never reach the wire. */
     ok = field_ok(env->sender) && field_ok(env->envid) && field_ok(env->ret);
@@ -1006,8 +1048,8 @@ txn_envelope(FLUSH *f, FLUSH_MSG *m)
     return 0;
 }
 
-/* RCPT TO for each selected recipient. 0, or -1 when one could not be
- * sent. */
+/* RCPT TO for each selected recipient without a result yet (in a further
+ * transaction: those that got 452). 0, or -1 when one could not be sent. */
 static int
 txn_recipients(FLUSH *f, FLUSH_MSG *m)
 {
@@ -1015,6 +1057,8 @@ txn_recipients(FLUSH *f, FLUSH_MSG *m)
         const QUEUE_RCPT *rc = m->env->rcpt + m->idx[k];
         TXN_PARAMS p = {.used = 0};
 
+        if (m->final[k])
+            continue;
         if ((f->features & FEAT_DSN) && rc->notify)
             txn_param(&p, " NOTIFY=%s", rc->notify);
         if ((f->features & FEAT_DSN) && rc->orcpt)
@@ -1049,8 +1093,9 @@ txn_data(FLUSH *f, FLUSH_MSG *m)
         return 1;
     }
 
-    /* A transaction left open (no recipient, DATA refused): reset it. */
-    if (!f->stop && m->need_rset && !m->mail_failed) {
+    /* A transaction left open (no recipient, DATA refused, a protocol
+     * error): reset it. */
+    if ((!f->stop || f->stop_quit) && m->need_rset && !m->mail_failed) {
         SMTP_REPLY r;
 
         flush_set_state(f, FLUSH_RSET);
@@ -1058,6 +1103,37 @@ txn_data(FLUSH *f, FLUSH_MSG *m)
             flush_check_421(f, &r);
     }
     return 0;
+}
+
+/* After a transaction that left recipients with 452: 1 when they go in
+ * another one now, else 0 (they are deferred with that 452). Another one
+ * only after a transaction that delivered someone, so the retries end. */
+static int
+txn_again(FLUSH *f, FLUSH_MSG *m)
+{
+    int progress = 0;
+
+    if (m->nretry == 0)
+        return 0;
+    for (size_t k = 0; k < m->n; k++)
+        if (m->accepted[k] && m->final[k] == QUEUE_RCPT_DELIVERED)
+            progress = 1;
+    if (f->stop || !progress) {
+        /* Stopped: txn_complete() gives them the stop reason. */
+        for (size_t k = 0; k < m->n && !f->stop; k++)
+            if (m->retry[k])
+                rcpt_reply(f, m, k, m->too_many, FLUSH_RCPT);
+        return 0;
+    }
+    msg_info("%s: %zu recipient%s refused with 452 (too many recipients): "
+             "sending %s in a new transaction", m->env->id, m->nretry,
+             m->nretry == 1 ? "" : "s", m->nretry == 1 ? "it" : "them");
+    memset(m->accepted, 0, m->n * sizeof(int));
+    memset(m->retry, 0, m->n * sizeof(int));
+    m->naccepted = m->nretry = 0;
+    m->mail_failed = m->need_rset = m->dot_pending = 0;
+    m->round++;
+    return 1;
 }
 
 static void
@@ -1073,10 +1149,16 @@ flush_message(FLUSH *f, const char *domain, const char *id)
         return;
     f->messages++;
     m.start_ms = now_ms();
-    /* MAIL, RCPT..., DATA: one group with PIPELINING, else one by one. */
-    if (!txn_refused_here(f, &m) && txn_envelope(f, &m) == 0 && txn_recipients(f, &m) == 0
-        && txn_data(f, &m) == 1)
-        return;
+    /* MAIL, RCPT..., DATA: one group with PIPELINING, else one by one; a
+     * further transaction for the recipients that got 452. */
+    if (!txn_refused_here(f, &m)) {
+        do {
+            if (txn_envelope(f, &m) < 0 || txn_recipients(f, &m) < 0)
+                break;
+            if (txn_data(f, &m) == 1)
+                return;
+        } while (txn_again(f, &m));
+    }
     txn_complete(f, &m);
 }
 
@@ -1158,7 +1240,7 @@ odmrd_flush_run(ODMRD_SESSION *sp)
         f.setup_ms = now_ms();
         for (size_t i = 0; i < sp->ndomains && !f.stop && !flush_limit_reached(&f); i++)
             flush_domain(&f, sp->domains[i]);
-        if (!f.stop) {
+        if (!f.stop || f.stop_quit) {
             SMTP_REPLY r;
 
             flush_set_state(&f, FLUSH_QUIT);
