@@ -33,6 +33,19 @@
  *     timeout
  * A message larger than the customer's SIZE is failed with 552 5.3.4, as
  * Postfix bounces on a permanent size refusal.
+ *
+ * A message's steps: txn_select() (which recipients), txn_refused_here()
+ * (SIZE, SMTPUTF8), txn_envelope() (MAIL), txn_recipients() (RCPT),
+ * txn_data() (DATA, replies, content through txn_data_send(), RSET), then
+ * txn_again() when recipients got 452 (too many recipients): they go in a
+ * further transaction at once, after the dot's reply is in; the retries
+ * end when all are done or a transaction delivers nobody. Every result goes
+ * through rcpt_result().
+ *
+ * A reply to DATA that is not 354, 4xx or 5xx is a protocol error: the
+ * recipients stay queued (4.5.0), RSET, QUIT, no more mail this session.
+ *
+ * STARTTLS on the reversed side: see flush_tls_policy().
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -96,13 +109,14 @@ static const char *const flush_reply_to[FLUSH_STATE_COUNT] = {
     [FLUSH_QUIT] = "QUIT command",
 };
 
-/* Postfix's smtp(8) timeouts; RSET like Postfix's 20s default is not a
+/* Postfix's smtp(8) timeouts (STARTTLS: a short one, see flush_tls_policy());
+ * RSET like Postfix's 20s default is not a
  * parameter here, it shares MAIL's. */
 static long *const flush_timeout[FLUSH_STATE_COUNT] = {
     [FLUSH_BANNER] = &var_smtp_helo_timeout,
     [FLUSH_EHLO] = &var_smtp_helo_timeout,
     [FLUSH_HELO] = &var_smtp_helo_timeout,
-    [FLUSH_STARTTLS] = &var_smtp_helo_timeout,
+    [FLUSH_STARTTLS] = &var_smtp_starttls_timeout,
     [FLUSH_MAIL] = &var_smtp_mail_timeout,
     [FLUSH_RCPT] = &var_smtp_rcpt_timeout,
     [FLUSH_DATA] = &var_smtp_data_init_timeout,
@@ -133,6 +147,10 @@ typedef struct {
     STREAM *s;
     FLUSH_STATE state;
     int features;
+    ODMRD_TLS_LEVEL tls_level; /* STARTTLS on the reversed side: none, may,
+                                * encrypt (flush_tls_policy()) */
+    char tls_policy[ODMRD_NAME_MAX + 64]; /* where tls_level came from */
+    int hold;             /* send no mail in this session */
     long long size_limit; /* customer's SIZE; 0: none announced */
     int stop;             /* the connection is unusable or closing */
     int stop_quit;        /* ... but still answers: RSET and QUIT (after a
@@ -468,6 +486,75 @@ parse_ehlo(FLUSH *f, const SMTP_REPLY *r)
     }
 }
 
+/* The STARTTLS policy of the reversed side, into f->tls_level. An outer
+ * session in TLS is encrypted already: no STARTTLS inside it. In clear, a
+ * TLS handshake inside the reversed session passes only if the customer's
+ * client relays bytes, not lines (fetchmail relays lines: the handshake
+ * hangs), so it is tried only when reversed_tls_policy_maps says so for
+ * the SASL user name, or else for the first requested domain that has an
+ * entry; without one, smtp_tls_security_level (default none) applies.
+ * Values: none, may, encrypt (the first word; more is ignored). 0, or -1
+ * on a failed lookup or a bad value (temporary: no mail this session). */
+static int
+flush_tls_policy(FLUSH *f)
+{
+    ODMRD_SESSION *sp = f->sp;
+    char *value = NULL, *err = NULL, word[16];
+    const char *key = NULL;
+    int ret = MAP_NOTFOUND;
+    size_t n;
+
+    f->tls_level = ODMRD_TLS_NONE;
+    if (stream_tls_active(f->s)) {
+        str_copy(f->tls_policy, "outer session in TLS", sizeof(f->tls_policy));
+        return 0;
+    }
+    if (sp->reversed_tls_maps != NULL) {
+        if (sp->sasl_username != NULL) {
+            key = sp->sasl_username;
+            ret = maps_lookup(sp->reversed_tls_maps, key, &value, &err);
+        }
+        for (size_t i = 0; ret == MAP_NOTFOUND && i < sp->ndomains; i++) {
+            key = sp->domains[i];
+            ret = maps_lookup(sp->reversed_tls_maps, key, &value, &err);
+        }
+    }
+    if (ret == MAP_ERROR) {
+        msg_warn("%s: reversed_tls_policy_maps lookup of %s: %s; no mail this session",
+                 sp->client, key, err);
+        free(err);
+        return -1;
+    }
+    if (ret == MAP_NOTFOUND) {
+        (void) str_format(f->tls_policy, sizeof(f->tls_policy), "smtp_tls_security_level=%s",
+                          var_smtp_tls_security_level);
+        str_copy(word, var_smtp_tls_security_level, sizeof(word));
+    } else {
+        n = strcspn(value + strspn(value, " \t,"), " \t,");
+        if (n >= sizeof(word))
+            n = sizeof(word) - 1;
+        memcpy(word, value + strspn(value, " \t,"), n);
+        word[n] = 0;
+        (void) str_format(f->tls_policy, sizeof(f->tls_policy),
+                          "reversed_tls_policy_maps %s=%s", key, word);
+        free(value);
+    }
+    if (str_casecmp(word, "none") == 0) {
+        f->tls_level = ODMRD_TLS_NONE;
+    } else if (str_casecmp(word, "may") == 0) {
+        f->tls_level = ODMRD_TLS_MAY;
+    } else if (str_casecmp(word, "encrypt") == 0) {
+        f->tls_level = ODMRD_TLS_ENCRYPT;
+    } else {
+        msg_warn("%s: %s: bad TLS level (none, may or encrypt); no mail this session",
+                 sp->client, f->tls_policy);
+        return -1;
+    }
+    if (msg_verbose)
+        msg_debug("%s: reversed session TLS policy: %s", sp->client, f->tls_policy);
+    return 0;
+}
+
 /* Greeting, EHLO (or HELO), STARTTLS. 0 when mail can be sent. */
 static int
 flush_handshake(FLUSH *f)
@@ -509,7 +596,7 @@ flush_handshake(FLUSH *f)
             flush_check_421(f, &r);
             return -1;
         }
-        if (tls_done || stream_tls_active(f->s) || !f->sp->tls_client_wanted
+        if (tls_done || stream_tls_active(f->s) || f->tls_level == ODMRD_TLS_NONE
             || f->sp->tls_client_failed || !(f->features & FEAT_STARTTLS))
             break;
         if (f->sp->tls_client_ctx == NULL) {
@@ -536,8 +623,16 @@ flush_handshake(FLUSH *f)
             break;
         }
         if (stream_tls_client(f->s, f->sp->tls_client_ctx, NULL) < 0) {
-            msg_warn("%s: TLS handshake on the reversed session failed: %s", f->sp->client,
-                     stream_error_text(f->s));
+            if (stream_is_timeout(f->s))
+                msg_warn("%s: reversed session: STARTTLS handshake timed out after %lds "
+                         "(%s): a customer that relays the session line by line "
+                         "(fetchmail) cannot pass TLS; give it \"none\" in "
+                         "reversed_tls_policy_maps; mail stays queued",
+                         f->sp->client, var_smtp_starttls_timeout, f->tls_policy);
+            else
+                msg_warn("%s: reversed session: STARTTLS handshake failed (%s): %s; "
+                         "mail stays queued", f->sp->client, f->tls_policy,
+                         stream_error_text(f->s));
             flush_stop_stream(f);
             return -1;
         }
@@ -545,10 +640,9 @@ flush_handshake(FLUSH *f)
                  stream_tls_info(f->s));
         tls_done = 1;
     }
-    if (!stream_tls_active(f->s) && var_smtp_tls_security_level != NULL
-        && str_casecmp(var_smtp_tls_security_level, "encrypt") == 0) {
-        msg_warn("%s: smtp_tls_security_level=encrypt but TLS is not available; "
-                 "mail stays queued", f->sp->client);
+    if (!stream_tls_active(f->s) && f->tls_level == ODMRD_TLS_ENCRYPT) {
+        msg_warn("%s: TLS is required (%s) but not available on the reversed side; "
+                 "mail stays queued", f->sp->client, f->tls_policy);
         return -1;
     }
     return 0;
@@ -1235,10 +1329,15 @@ odmrd_flush_run(ODMRD_SESSION *sp)
         (void) setsockopt(FLUSH_SOCKET_FD, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     (void) str_format(f.relay, sizeof(f.relay), "%s:%s", sp->client, sp->client_port);
+    if (flush_tls_policy(&f) < 0) {
+        f.hold = 1;
+        f.tls_level = ODMRD_TLS_NONE;
+    }
 
     if (flush_handshake(&f) == 0) {
         f.setup_ms = now_ms();
-        for (size_t i = 0; i < sp->ndomains && !f.stop && !flush_limit_reached(&f); i++)
+        for (size_t i = 0; i < sp->ndomains && !f.stop && !f.hold && !flush_limit_reached(&f);
+             i++)
             flush_domain(&f, sp->domains[i]);
         if (!f.stop || f.stop_quit) {
             SMTP_REPLY r;
