@@ -249,6 +249,7 @@ flush_stop_stream(FLUSH *f)
         (void) str_format(f->stop_reason, sizeof(f->stop_reason),
                           "lost connection with %s while %s", host, flush_state_text[f->state]);
     f->stop = 1;
+    f->stop_quit = 0;
     f->stop_code = 451;
     str_copy(f->stop_dsn, "4.4.2", sizeof(f->stop_dsn));
     msg_info("%s: %s", host, f->stop_reason);
@@ -273,6 +274,7 @@ flush_read(FLUSH *f, SMTP_REPLY *r)
                           "malformed reply from %s while %s", f->sp->client,
                           flush_state_text[f->state]);
         f->stop = 1;
+        f->stop_quit = 0;
         f->stop_code = 451;
         str_copy(f->stop_dsn, "4.5.0", sizeof(f->stop_dsn));
         msg_warn("%s: %s", f->sp->client, f->stop_reason);
@@ -832,6 +834,8 @@ txn_data_reply(FLUSH *f, FLUSH_MSG *m, const SMTP_REPLY *r, int later)
         f->stop_code = 451;
         str_copy(f->stop_dsn, "4.5.0", sizeof(f->stop_dsn));
         msg_warn("%s: protocol error: %s; ending the session", f->sp->client, f->stop_reason);
+        /* Now, before RSET and QUIT can replace the reason. */
+        rcpt_defer_rest(f, m);
     }
 }
 
@@ -1219,14 +1223,14 @@ txn_again(FLUSH *f, FLUSH_MSG *m)
                 rcpt_reply(f, m, k, m->too_many, FLUSH_RCPT);
         return 0;
     }
+    m->round++;
     msg_info("%s: %zu recipient%s refused with 452 (too many recipients): "
-             "sending %s in a new transaction", m->env->id, m->nretry,
-             m->nretry == 1 ? "" : "s", m->nretry == 1 ? "it" : "them");
+             "sending %s in transaction %u of the message", m->env->id, m->nretry,
+             m->nretry == 1 ? "" : "s", m->nretry == 1 ? "it" : "them", m->round + 1);
     memset(m->accepted, 0, m->n * sizeof(int));
     memset(m->retry, 0, m->n * sizeof(int));
     m->naccepted = m->nretry = 0;
     m->mail_failed = m->need_rset = m->dot_pending = 0;
-    m->round++;
     return 1;
 }
 
