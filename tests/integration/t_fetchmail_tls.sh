@@ -8,7 +8,7 @@
 # Before issue 6 odmrd sent STARTTLS there and the session hung until
 # smtp_helo_timeout (300 s), on every ATRN.
 #
-# shellcheck disable=SC2154 # ODMR_PASSWORD_cust1 comes from sandbox_start
+# shellcheck disable=SC2154,SC2317 # ODMR_PASSWORD_cust1 comes from sandbox_start; _mta_exit runs from the EXIT trap
 set -eu
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"

@@ -12,6 +12,7 @@
 #     name, then domain); a handshake that never comes is given up after
 #     smtp_starttls_timeout and the mail stays queued; outer TLS: no
 #     STARTTLS inside it.
+# shellcheck disable=SC2154 # ODMR_PASSWORD_cust1 comes from sandbox_start
 set -eu
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -131,8 +132,8 @@ check_452() {
         fail "452 $label: each recipient delivered once, none left in the queue" \
             "missing=$missing duplicates=$dup; $(cat "$RECV"/*.env 2>/dev/null)"
     fi
-    if [ "$(odmr_log_count "to=<$p[0-9a-z]*@example\.org>.*status=sent")" = 9 ] &&
-        [ "$(odmr_log_count "to=<$p[0-9a-z]*@example\.org>.*status=deferred")" = 0 ]; then
+    if [ "$(odmr_log_count "to=<${p}[0-9a-z]*@example\.org>.*status=sent")" = 9 ] &&
+        [ "$(odmr_log_count "to=<${p}[0-9a-z]*@example\.org>.*status=deferred")" = 0 ]; then
         ok "452 $label: 9 recipients logged sent, none deferred"
     else
         fail "452 $label: 9 recipients logged sent, none deferred" \
