@@ -73,6 +73,8 @@ char *var_tls_cert_file;
 char *var_tls_key_file;
 char *var_tls_CAfile;
 char *var_smtp_tls_security_level;
+char *var_reversed_tls_policy_maps;
+long var_smtp_starttls_timeout;
 char *var_test_fault_point;
 
 #define CONFIG_FILE_NAME "odmr.cf"
@@ -189,7 +191,9 @@ static const struct param params[] = {
     P_STR("tls_cert_file", "", var_tls_cert_file),
     P_STR("tls_key_file", "$tls_cert_file", var_tls_key_file),
     P_STR("tls_CAfile", "", var_tls_CAfile),
-    P_ENUM("smtp_tls_security_level", "may", var_smtp_tls_security_level, tls_levels),
+    P_ENUM("smtp_tls_security_level", "none", var_smtp_tls_security_level, tls_levels),
+    P_STR("reversed_tls_policy_maps", "", var_reversed_tls_policy_maps),
+    P_TIME("smtp_starttls_timeout", "30s", var_smtp_starttls_timeout, 's', 1, DAY),
 
     P_STR("test_fault_point", "", var_test_fault_point),
 };

@@ -90,8 +90,14 @@ extern char *var_tls_security_level; /* tls_security_level = none | may | encryp
 extern char *var_tls_cert_file;      /* tls_cert_file = (empty) */
 extern char *var_tls_key_file;       /* tls_key_file = $tls_cert_file */
 extern char *var_tls_CAfile;         /* tls_CAfile = (empty): CAs for client certificates */
-extern char *var_smtp_tls_security_level; /* smtp_tls_security_level = may: reversed side
-                                      * (only meaningful when TLS was not already on) */
+extern char *var_smtp_tls_security_level; /* smtp_tls_security_level = none: reversed
+                                      * side, for customers that reversed_tls_policy_maps
+                                      * does not list (only when the outer session is
+                                      * in clear) */
+extern char *var_reversed_tls_policy_maps; /* reversed_tls_policy_maps = (empty): SASL user
+                                      * name, then domain -> none | may | encrypt */
+extern long var_smtp_starttls_timeout; /* smtp_starttls_timeout = 30s: the STARTTLS reply
+                                      * and handshake on the reversed side */
 
 /* Testing only: name of a fault point where the program kills itself with
  * SIGKILL ("before-fsync", "after-rename", "after-index", "before-reply",

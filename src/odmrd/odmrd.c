@@ -64,13 +64,31 @@
  *     sends EHLO (HELO when EHLO gets a 5xx), uses PIPELINING, SIZE
  *     (messages larger than the customer's SIZE are bounced with 552 5.3.4),
  *     8BITMIME, DSN (ENVID, RET, NOTIFY, ORCPT as the queue kept them) and
- *     SMTPUTF8 when advertised, and STARTTLS when TLS was not already on and
- *     smtp_tls_security_level is may or encrypt. Only recipients of the
+ *     SMTPUTF8 when advertised. Only recipients of the
  *     requested domains are sent; the oldest message goes first. Per
  *     recipient: a 2xx after the final dot removes it from the queue; a 4xx,
  *     a lost connection, a timeout or a 421 keeps it for the next ATRN; a
  *     5xx marks it failed (never sent again; odmr-queue shows it and makes
- *     the bounce). QUIT at the end.
+ *     the bounce). Recipients refused with 452 (too many recipients, RFC
+ *     5321 section 4.5.3.1.10) go in further transactions of the same
+ *     session, until all are done or a transaction delivers nobody (they
+ *     are then kept). A reply to DATA other than 354 that is neither 4xx
+ *     nor 5xx (250, say) is a protocol error: the recipients are kept
+ *     (4.5.0), odmrd sends RSET and QUIT and no further mail in that
+ *     session. QUIT at the end.
+ *
+ *     STARTTLS on the reversed side: when the ODMR session is in TLS, the
+ *     reversed session is encrypted already and STARTTLS is never sent.
+ *     When it is in clear, odmrd sends STARTTLS (if the customer offers it)
+ *     only at the level reversed_tls_policy_maps gives the SASL user name,
+ *     or else the first requested domain with an entry: none (never), may
+ *     (when offered; a refusal is not an error) or encrypt (no mail without
+ *     TLS); without an entry, smtp_tls_security_level (default none). A
+ *     customer whose client relays the session line by line, as fetchmail
+ *     does, cannot pass a TLS handshake: it must stay at none. A handshake
+ *     is given smtp_starttls_timeout, then the session ends, logged, and
+ *     the mail stays queued. A failed reversed_tls_policy_maps lookup or a
+ *     bad value is a temporary error: no mail in that session.
  * SECURITY
  *     odmrd talks to untrusted clients. It refuses to run as root (spawn(8)
  *     runs it as user odmr, which owns the hold queue), never writes to
@@ -119,7 +137,16 @@
  *     .IP "smtputf8_enable (yes)"
  *     .IP "tls_security_level (none): none, may or encrypt"
  *     .IP "tls_cert_file (empty), tls_key_file ($tls_cert_file), tls_CAfile (empty)"
- *     .IP "smtp_tls_security_level (may)"
+ *     .IP "smtp_tls_security_level (none): none, may or encrypt"
+ *     STARTTLS on the reversed side, when the ODMR session is in clear, for
+ *     customers that reversed_tls_policy_maps does not list.
+ *     .IP "reversed_tls_policy_maps (empty)"
+ *     SASL user name, then domain -> none, may or encrypt (as Postfix's
+ *     smtp_tls_policy_maps levels): STARTTLS on the reversed side when the
+ *     ODMR session is in clear.
+ *     .IP "smtp_starttls_timeout (30s)"
+ *     The wait for the reply to STARTTLS and for the TLS handshake on the
+ *     reversed side.
  *     .IP "syslog_name (postfix), syslog_facility (mail), log_file (empty)"
  * STANDARDS
  *     RFC 2645 (ODMR), RFC 4954 (SMTP AUTH), RFC 2195 (CRAM-MD5),
@@ -316,6 +343,8 @@ session_free(ODMRD_SESSION *sp)
         maps_close(&sp->user_domain_maps);
     if (sp->cert_user_maps)
         maps_close(&sp->cert_user_maps);
+    if (sp->reversed_tls_maps)
+        maps_close(&sp->reversed_tls_maps);
     x_free(&sp->sasl_method);
     x_free(&sp->sasl_username);
     x_free(&sp->external_user);
@@ -377,6 +406,7 @@ main(int argc, char **argv)
     sp->auth_maps = open_maps("auth_maps", var_auth_maps, 0);
     sp->user_domain_maps = open_maps("user_domain_maps", var_user_domain_maps, 1);
     sp->cert_user_maps = open_maps("tls_cert_user_maps", var_tls_cert_user_maps, 1);
+    sp->reversed_tls_maps = open_maps("reversed_tls_policy_maps", var_reversed_tls_policy_maps, 1);
 
     if (str_casecmp(var_tls_security_level, "none") == 0)
         sp->tls_level = ODMRD_TLS_NONE;
@@ -397,9 +427,6 @@ main(int argc, char **argv)
         if (access(var_tls_key_file, R_OK) < 0)
             msg_fatal("%s: tls_key_file %s: %m", config_file_path(), var_tls_key_file);
     }
-    sp->tls_client_wanted = var_smtp_tls_security_level != NULL
-        && (str_casecmp(var_smtp_tls_security_level, "may") == 0
-            || str_casecmp(var_smtp_tls_security_level, "encrypt") == 0);
     odmrd_auth_init(sp);
 
     odmrd_server_run(sp);

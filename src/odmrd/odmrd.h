@@ -72,7 +72,6 @@ typedef struct odmrd_session {
     void *tls_server_ctx;           /* SSL_CTX *, made at the first STARTTLS */
     void *tls_client_ctx;           /* for STARTTLS on the reversed side, made
                                      * when the customer offers it */
-    int tls_client_wanted;          /* smtp_tls_security_level may/encrypt */
     int tls_client_failed;          /* making tls_client_ctx failed once */
 
     /* Authentication */
@@ -86,6 +85,7 @@ typedef struct odmrd_session {
     MAPS *auth_maps;
     MAPS *user_domain_maps;         /* NULL when not configured */
     MAPS *cert_user_maps;           /* NULL when not configured */
+    MAPS *reversed_tls_maps;        /* NULL when not configured */
     QUEUE *queue;                   /* opened at the first ATRN */
 
     /* ATRN result: locked domains that hold mail */

@@ -33,6 +33,19 @@
  *     timeout
  * A message larger than the customer's SIZE is failed with 552 5.3.4, as
  * Postfix bounces on a permanent size refusal.
+ *
+ * A message's steps: txn_select() (which recipients), txn_refused_here()
+ * (SIZE, SMTPUTF8), txn_envelope() (MAIL), txn_recipients() (RCPT),
+ * txn_data() (DATA, replies, content through txn_data_send(), RSET), then
+ * txn_again() when recipients got 452 (too many recipients): they go in a
+ * further transaction at once, after the dot's reply is in; the retries
+ * end when all are done or a transaction delivers nobody. Every result goes
+ * through rcpt_result().
+ *
+ * A reply to DATA that is not 354, 4xx or 5xx is a protocol error: the
+ * recipients stay queued (4.5.0), RSET, QUIT, no more mail this session.
+ *
+ * STARTTLS on the reversed side: see flush_tls_policy().
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -96,13 +109,14 @@ static const char *const flush_reply_to[FLUSH_STATE_COUNT] = {
     [FLUSH_QUIT] = "QUIT command",
 };
 
-/* Postfix's smtp(8) timeouts; RSET like Postfix's 20s default is not a
+/* Postfix's smtp(8) timeouts (STARTTLS: a short one, see flush_tls_policy());
+ * RSET like Postfix's 20s default is not a
  * parameter here, it shares MAIL's. */
 static long *const flush_timeout[FLUSH_STATE_COUNT] = {
     [FLUSH_BANNER] = &var_smtp_helo_timeout,
     [FLUSH_EHLO] = &var_smtp_helo_timeout,
     [FLUSH_HELO] = &var_smtp_helo_timeout,
-    [FLUSH_STARTTLS] = &var_smtp_helo_timeout,
+    [FLUSH_STARTTLS] = &var_smtp_starttls_timeout,
     [FLUSH_MAIL] = &var_smtp_mail_timeout,
     [FLUSH_RCPT] = &var_smtp_rcpt_timeout,
     [FLUSH_DATA] = &var_smtp_data_init_timeout,
@@ -133,8 +147,14 @@ typedef struct {
     STREAM *s;
     FLUSH_STATE state;
     int features;
+    ODMRD_TLS_LEVEL tls_level; /* STARTTLS on the reversed side: none, may,
+                                * encrypt (flush_tls_policy()) */
+    char tls_policy[ODMRD_NAME_MAX + 64]; /* where tls_level came from */
+    int hold;             /* send no mail in this session */
     long long size_limit; /* customer's SIZE; 0: none announced */
     int stop;             /* the connection is unusable or closing */
+    int stop_quit;        /* ... but still answers: RSET and QUIT (after a
+                           * protocol error) */
     char stop_reason[512];
     int stop_code;        /* 4xx the remaining recipients get */
     char stop_dsn[16];
@@ -194,6 +214,10 @@ typedef struct flush_msg {
     int *accepted;      /* RCPT got 2xx */
     int *final;         /* the result recorded: 0 (none yet) or QUEUE_RCPT_* */
     size_t naccepted;
+    int *retry;         /* 452 to RCPT: goes in the next transaction */
+    size_t nretry;
+    SMTP_REPLY *too_many; /* the last such 452, for when no retry comes */
+    unsigned round;     /* transactions of this message so far, minus one */
     int mail_failed;
     int need_rset;
     int dot_pending;    /* content sent; the dot's reply comes later */
@@ -225,6 +249,7 @@ flush_stop_stream(FLUSH *f)
         (void) str_format(f->stop_reason, sizeof(f->stop_reason),
                           "lost connection with %s while %s", host, flush_state_text[f->state]);
     f->stop = 1;
+    f->stop_quit = 0;
     f->stop_code = 451;
     str_copy(f->stop_dsn, "4.4.2", sizeof(f->stop_dsn));
     msg_info("%s: %s", host, f->stop_reason);
@@ -249,6 +274,7 @@ flush_read(FLUSH *f, SMTP_REPLY *r)
                           "malformed reply from %s while %s", f->sp->client,
                           flush_state_text[f->state]);
         f->stop = 1;
+        f->stop_quit = 0;
         f->stop_code = 451;
         str_copy(f->stop_dsn, "4.5.0", sizeof(f->stop_dsn));
         msg_warn("%s: %s", f->sp->client, f->stop_reason);
@@ -462,6 +488,75 @@ parse_ehlo(FLUSH *f, const SMTP_REPLY *r)
     }
 }
 
+/* The STARTTLS policy of the reversed side, into f->tls_level. An outer
+ * session in TLS is encrypted already: no STARTTLS inside it. In clear, a
+ * TLS handshake inside the reversed session passes only if the customer's
+ * client relays bytes, not lines (fetchmail relays lines: the handshake
+ * hangs), so it is tried only when reversed_tls_policy_maps says so for
+ * the SASL user name, or else for the first requested domain that has an
+ * entry; without one, smtp_tls_security_level (default none) applies.
+ * Values: none, may, encrypt (the first word; more is ignored). 0, or -1
+ * on a failed lookup or a bad value (temporary: no mail this session). */
+static int
+flush_tls_policy(FLUSH *f)
+{
+    ODMRD_SESSION *sp = f->sp;
+    char *value = NULL, *err = NULL, word[16];
+    const char *key = NULL;
+    int ret = MAP_NOTFOUND;
+    size_t n;
+
+    f->tls_level = ODMRD_TLS_NONE;
+    if (stream_tls_active(f->s)) {
+        str_copy(f->tls_policy, "outer session in TLS", sizeof(f->tls_policy));
+        return 0;
+    }
+    if (sp->reversed_tls_maps != NULL) {
+        if (sp->sasl_username != NULL) {
+            key = sp->sasl_username;
+            ret = maps_lookup(sp->reversed_tls_maps, key, &value, &err);
+        }
+        for (size_t i = 0; ret == MAP_NOTFOUND && i < sp->ndomains; i++) {
+            key = sp->domains[i];
+            ret = maps_lookup(sp->reversed_tls_maps, key, &value, &err);
+        }
+    }
+    if (ret == MAP_ERROR) {
+        msg_warn("%s: reversed_tls_policy_maps lookup of %s: %s; no mail this session",
+                 sp->client, key, err);
+        free(err);
+        return -1;
+    }
+    if (ret == MAP_NOTFOUND) {
+        (void) str_format(f->tls_policy, sizeof(f->tls_policy), "smtp_tls_security_level=%s",
+                          var_smtp_tls_security_level);
+        str_copy(word, var_smtp_tls_security_level, sizeof(word));
+    } else {
+        n = strcspn(value + strspn(value, " \t,"), " \t,");
+        if (n >= sizeof(word))
+            n = sizeof(word) - 1;
+        memcpy(word, value + strspn(value, " \t,"), n);
+        word[n] = 0;
+        (void) str_format(f->tls_policy, sizeof(f->tls_policy),
+                          "reversed_tls_policy_maps %s=%s", key, word);
+        free(value);
+    }
+    if (str_casecmp(word, "none") == 0) {
+        f->tls_level = ODMRD_TLS_NONE;
+    } else if (str_casecmp(word, "may") == 0) {
+        f->tls_level = ODMRD_TLS_MAY;
+    } else if (str_casecmp(word, "encrypt") == 0) {
+        f->tls_level = ODMRD_TLS_ENCRYPT;
+    } else {
+        msg_warn("%s: %s: bad TLS level (none, may or encrypt); no mail this session",
+                 sp->client, f->tls_policy);
+        return -1;
+    }
+    if (msg_verbose)
+        msg_debug("%s: reversed session TLS policy: %s", sp->client, f->tls_policy);
+    return 0;
+}
+
 /* Greeting, EHLO (or HELO), STARTTLS. 0 when mail can be sent. */
 static int
 flush_handshake(FLUSH *f)
@@ -503,7 +598,7 @@ flush_handshake(FLUSH *f)
             flush_check_421(f, &r);
             return -1;
         }
-        if (tls_done || stream_tls_active(f->s) || !f->sp->tls_client_wanted
+        if (tls_done || stream_tls_active(f->s) || f->tls_level == ODMRD_TLS_NONE
             || f->sp->tls_client_failed || !(f->features & FEAT_STARTTLS))
             break;
         if (f->sp->tls_client_ctx == NULL) {
@@ -530,8 +625,16 @@ flush_handshake(FLUSH *f)
             break;
         }
         if (stream_tls_client(f->s, f->sp->tls_client_ctx, NULL) < 0) {
-            msg_warn("%s: TLS handshake on the reversed session failed: %s", f->sp->client,
-                     stream_error_text(f->s));
+            if (stream_is_timeout(f->s))
+                msg_warn("%s: reversed session: STARTTLS handshake timed out after %lds "
+                         "(%s): a customer that relays the session line by line "
+                         "(fetchmail) cannot pass TLS; give it \"none\" in "
+                         "reversed_tls_policy_maps; mail stays queued",
+                         f->sp->client, var_smtp_starttls_timeout, f->tls_policy);
+            else
+                msg_warn("%s: reversed session: STARTTLS handshake failed (%s): %s; "
+                         "mail stays queued", f->sp->client, f->tls_policy,
+                         stream_error_text(f->s));
             flush_stop_stream(f);
             return -1;
         }
@@ -539,10 +642,9 @@ flush_handshake(FLUSH *f)
                  stream_tls_info(f->s));
         tls_done = 1;
     }
-    if (!stream_tls_active(f->s) && var_smtp_tls_security_level != NULL
-        && str_casecmp(var_smtp_tls_security_level, "encrypt") == 0) {
-        msg_warn("%s: smtp_tls_security_level=encrypt but TLS is not available; "
-                 "mail stays queued", f->sp->client);
+    if (!stream_tls_active(f->s) && f->tls_level == ODMRD_TLS_ENCRYPT) {
+        msg_warn("%s: TLS is required (%s) but not available on the reversed side; "
+                 "mail stays queued", f->sp->client, f->tls_policy);
         return -1;
     }
     return 0;
@@ -576,14 +678,17 @@ has_8bit(const char *s)
 }
 
 static void
-msg_free(FLUSH_MSG *m)
+txn_free(FLUSH_MSG *m)
 {
     free(m->idx);
     free(m->dom);
     free(m->accepted);
     free(m->final);
+    free(m->retry);
+    free(m->too_many);
     m->idx = m->dom = NULL;
-    m->accepted = m->final = NULL;
+    m->accepted = m->final = m->retry = NULL;
+    m->too_many = NULL;
 }
 
 /* The queue's bookkeeping for each requested domain of the message whose
@@ -591,7 +696,7 @@ msg_free(FLUSH_MSG *m)
  * file (queue_file_done() also removes the file once nothing is left). A
  * domain with a deferred recipient keeps its index entry. */
 static void
-msg_finish(FLUSH *f, FLUSH_MSG *m)
+txn_queue_update(FLUSH *f, FLUSH_MSG *m)
 {
     char id[QUEUE_ID_LEN + 1], *err = NULL;
     size_t nd = f->sp->ndomains;
@@ -632,24 +737,33 @@ msg_finish(FLUSH *f, FLUSH_MSG *m)
     }
 }
 
-/* Send the content after 354 (it ends with the final dot). 0 or -1. */
+/* Send length bytes of content in wire form (CRLF, dot-stuffed, ending
+ * with the final dot) from fd at offset, after the 354. Every message's
+ * content goes out through here. 0 or -1 (f->stop is set). */
 static int
-msg_data_send(FLUSH *f, FLUSH_MSG *m)
+txn_data_send(FLUSH *f, int fd, off_t offset, size_t length)
 {
-    const QUEUE_ENV *env = m->env;
-
     flush_set_state(f, FLUSH_XFER);
-    if (stream_sendfile(f->s, queue_file_fd(m->qf), env->content_offset,
-                        (size_t) env->content_length) < 0) {
+    if (stream_sendfile(f->s, fd, offset, length) < 0) {
         flush_stop_stream(f);
         return -1;
     }
     return 0;
 }
 
+/* The content of m: today the queue file's own bytes. */
+static int
+txn_content(FLUSH *f, FLUSH_MSG *m)
+{
+    const QUEUE_ENV *env = m->env;
+
+    return txn_data_send(f, queue_file_fd(m->qf), env->content_offset,
+                         (size_t) env->content_length);
+}
+
 /* Read the reply to the final dot and record it. */
 static void
-msg_dot_reply(FLUSH *f, FLUSH_MSG *m)
+txn_dot_reply(FLUSH *f, FLUSH_MSG *m)
 {
     SMTP_REPLY r;
 
@@ -666,12 +780,71 @@ msg_dot_reply(FLUSH *f, FLUSH_MSG *m)
 
 static void flush_finish_prev(FLUSH *f);
 
+/* The reply to DATA: 354 sends the content (its dot reply is read now, or
+ * with the next message's replies when later is set); anything else ends
+ * the transaction. */
+static void
+txn_data_reply(FLUSH *f, FLUSH_MSG *m, const SMTP_REPLY *r, int later)
+{
+    if (r->code == 354) {
+        if (m->mail_failed || m->naccepted == 0) {
+            SMTP_REPLY dot;
+
+            /* A server that says 354 with nobody to deliver to: end the
+             * empty transaction, then reset. */
+            flush_set_state(f, FLUSH_DOT);
+            if (flush_send(f, ".") == 0)
+                (void) flush_read(f, &dot);
+            m->need_rset = 1;
+            return;
+        }
+        m->need_rset = 0;
+        /* With PIPELINING the dot's reply is read together with the next
+         * message's replies. */
+        if (later)
+            flush_cork(f);
+        if (txn_content(f, m) == 0) {
+            if (later)
+                m->dot_pending = 1;
+            else
+                txn_dot_reply(f, m);
+        }
+    } else if (r->code / 100 == 4 || r->code / 100 == 5) {
+        if (!m->mail_failed)
+            for (size_t k = 0; k < m->n; k++)
+                if (m->accepted[k])
+                    rcpt_reply(f, m, k, r, FLUSH_DATA);
+    } else {
+        char sum[256];
+
+        /* 250, 220, a 3xx other than 354...: the customer did not take the
+         * content, so nothing was delivered, and it is out of step with
+         * us: an extra reply may have shifted every later one. Postfix's
+         * smtp(8) (smtp_proto.c, smtp_trouble.c) calls this a protocol
+         * error, resets the transaction, says QUIT and never reuses the
+         * connection ("the protocol may be in a bad state"); so do we.
+         * Postfix bounces with 5.5.0; here the recipients stay queued
+         * (4.5.0) for the next ATRN: a customer's broken server is no
+         * reason to lose its mail. */
+        (void) str_format(f->stop_reason, sizeof(f->stop_reason),
+                          "host %s said: %s (in reply to %s)", f->sp->client,
+                          smtp_reply_summary(r, sum, sizeof(sum)), flush_reply_to[FLUSH_DATA]);
+        f->stop = 1;
+        f->stop_quit = 1;
+        f->stop_code = 451;
+        str_copy(f->stop_dsn, "4.5.0", sizeof(f->stop_dsn));
+        msg_warn("%s: protocol error: %s; ending the session", f->sp->client, f->stop_reason);
+        /* Now, before RSET and QUIT can replace the reason. */
+        rcpt_defer_rest(f, m);
+    }
+}
+
 /* Read the replies of every pending command, in order. The previous
  * message's dot reply comes first: its content, this message's MAIL, RCPT
  * and DATA went out as one group (RFC 2920 section 3.1 lets the content
  * open a group), so a message costs one round trip instead of two. */
 static void
-msg_drain(FLUSH *f, FLUSH_MSG *m)
+txn_drain(FLUSH *f, FLUSH_MSG *m)
 {
     flush_finish_prev(f);
     for (size_t p = 0; p < m->npend; p++) {
@@ -699,42 +872,27 @@ msg_drain(FLUSH *f, FLUSH_MSG *m)
             if (r.code / 100 == 2) {
                 m->accepted[pd->k] = 1;
                 m->naccepted++;
+            } else if (r.code == 452) {
+                /* RFC 5321 4.5.3.1.10: too many recipients; this one goes
+                 * in a further transaction (txn_again()). */
+                m->retry[pd->k] = 1;
+                m->nretry++;
+                if (m->too_many == NULL)
+                    m->too_many = x_malloc(sizeof(*m->too_many));
+                *m->too_many = r;
             } else {
                 rcpt_reply(f, m, pd->k, &r, FLUSH_RCPT);
             }
             break;
         case FLUSH_DATA:
-            if (r.code == 354) {
-                if (m->mail_failed || m->naccepted == 0) {
-                    /* A server that says 354 with nobody to deliver to: end
-                     * the empty transaction, then reset. */
-                    flush_set_state(f, FLUSH_DOT);
-                    if (flush_send(f, ".") == 0)
-                        (void) flush_read(f, &r);
-                    m->need_rset = 1;
-                } else {
-                    int later = (f->features & FEAT_PIPELINING) && p + 1 == m->npend;
-
-                    m->need_rset = 0;
-                    /* With PIPELINING the dot's reply is read together
-                     * with the next message's replies. */
-                    if (later)
-                        flush_cork(f);
-                    if (msg_data_send(f, m) == 0) {
-                        if (later)
-                            m->dot_pending = 1;
-                        else
-                            msg_dot_reply(f, m);
-                    }
-                }
-            } else if (!m->mail_failed) {
-                for (size_t k = 0; k < m->n; k++)
-                    if (m->accepted[k])
-                        rcpt_reply(f, m, k, &r, FLUSH_DATA);
-            }
+            /* With recipients left for another transaction, the dot's
+             * reply is read at once: they go out only after it. */
+            txn_data_reply(f, m, &r,
+                           (f->features & FEAT_PIPELINING) && p + 1 == m->npend
+                               && m->nretry == 0);
             break;
         default:
-            msg_panic("msg_drain: bad pending kind %d", (int) pd->kind);
+            msg_panic("txn_drain: bad pending kind %d", (int) pd->kind);
         }
         flush_check_421(f, &r);
     }
@@ -742,18 +900,18 @@ msg_drain(FLUSH *f, FLUSH_MSG *m)
 }
 
 static void
-msg_queue_cmd(FLUSH *f, FLUSH_MSG *m, FLUSH_STATE kind, size_t k)
+txn_queue_cmd(FLUSH *f, FLUSH_MSG *m, FLUSH_STATE kind, size_t k)
 {
     m->pend[m->npend].kind = kind;
     m->pend[m->npend].k = k;
     m->npend++;
     if (!(f->features & FEAT_PIPELINING) || m->npend >= FLUSH_PIPE_MAX)
-        msg_drain(f, m);
+        txn_drain(f, m);
 }
 
 /* Results for whatever has none yet, then the queue's bookkeeping. */
 static void
-msg_complete(FLUSH *f, FLUSH_MSG *m)
+txn_complete(FLUSH *f, FLUSH_MSG *m)
 {
     if (f->stop)
         rcpt_defer_rest(f, m);
@@ -762,8 +920,8 @@ msg_complete(FLUSH *f, FLUSH_MSG *m)
     for (size_t k = 0; k < m->n; k++)
         if (!m->final[k])
             rcpt_result(f, m, k, 451, "4.4.2", "no reply from the customer");
-    msg_finish(f, m);
-    msg_free(m);
+    txn_queue_update(f, m);
+    txn_free(m);
 }
 
 /* Which requested domain, if any, an address belongs to: an index into
@@ -813,23 +971,22 @@ seen_add(FLUSH *f, const char *id)
     f->nseen++;
 }
 
-static void
-flush_message(FLUSH *f, const char *domain, const char *id)
+/* Open queue file id and select its recipients still queued in any
+ * requested domain: one transaction for all of them, as smtp(8) sends one
+ * message to all its recipients at one destination. 0 when there is
+ * something to send (m is set up); -1 when not (stale index entry,
+ * damaged envelope, unreadable file: handled here, m holds nothing). */
+static int
+txn_select(FLUSH *f, FLUSH_MSG *m, const char *domain, const char *id)
 {
-    FLUSH_MSG m;
-    char *err = NULL, text[512];
+    char *err = NULL;
     const QUEUE_ENV *env;
-    const char *body = NULL;
-    long long size;
+    int here = 0, other = 0, ok;
 
-    memset(&m, 0, sizeof(m));
-    m.domain = domain;
-    /* Sent already, to every requested domain at once, under an earlier
-     * domain of this ATRN. */
-    if (seen_has(f, id))
-        return;
+    memset(m, 0, sizeof(*m));
+    m->domain = domain;
     errno = 0;
-    if ((m.qf = queue_file_open(f->sp->queue, id, 1, &err)) == NULL) {
+    if ((m->qf = queue_file_open(f->sp->queue, id, 1, &err)) == NULL) {
         if (errno == ENOENT && err == NULL) {
             /* Delivered through another domain's flush, or deleted: the
              * index entry is stale. */
@@ -840,172 +997,267 @@ flush_message(FLUSH *f, const char *domain, const char *id)
         } else
             msg_warn("%s: cannot open queue file: %s", id, err ? err : strerror(errno));
         free(err);
-        return;
+        return -1;
     }
-    env = m.env = queue_file_env(m.qf);
+    env = m->env = queue_file_env(m->qf);
 
-    /* The recipients still queued in any requested domain: one
-     * transaction for all of them, as smtp(8) sends one message to all its
-     * recipients at one destination. */
-    m.idx = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
-    m.dom = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
-    {
-        int here = 0, other = 0;
+    m->idx = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
+    m->dom = x_calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(size_t));
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        ssize_t j = requested_domain(f, env->rcpt[i].address);
 
-        for (size_t i = 0; i < env->rcpt_count; i++) {
-            ssize_t j = requested_domain(f, env->rcpt[i].address);
-
-            if (env->rcpt[i].status != QUEUE_RCPT_QUEUED || j < 0)
-                continue;
-            if (str_casecmp(f->sp->domains[j], domain) == 0)
-                here = 1;
-            else
-                other = 1;
-            m.dom[m.n] = (size_t) j;
-            m.idx[m.n++] = i;
-        }
-        if (!here)
-            m.n = 0; /* stale entry for this domain: handled below */
-        else if (other)
-            seen_add(f, id);
+        if (env->rcpt[i].status != QUEUE_RCPT_QUEUED || j < 0)
+            continue;
+        if (str_casecmp(f->sp->domains[j], domain) == 0)
+            here = 1;
+        else
+            other = 1;
+        m->dom[m->n] = (size_t) j;
+        m->idx[m->n++] = i;
     }
-    if (m.n == 0) {
+    if (!here)
+        m->n = 0; /* stale entry for this domain: handled below */
+    else if (other)
+        seen_add(f, id);
+    if (m->n == 0) {
         /* Nothing of this domain left in the file (an earlier flush was
          * interrupted before its index update): just drop the entry. */
-        msg_free(&m);
-        if (queue_file_done(f->sp->queue, &m.qf, domain, &err) < 0) {
+        txn_free(m);
+        if (queue_file_done(f->sp->queue, &m->qf, domain, &err) < 0) {
             msg_warn("%s: queue_file_done for %s: %s", id, domain, err ? err : "error");
             free(err);
         }
-        if (m.qf != NULL)
-            queue_file_close(&m.qf);
-        return;
+        if (m->qf != NULL)
+            queue_file_close(&m->qf);
+        return -1;
     }
-    m.accepted = x_calloc(m.n, sizeof(int));
-    m.final = x_calloc(m.n, sizeof(int));
+    m->accepted = x_calloc(m->n, sizeof(int));
+    m->final = x_calloc(m->n, sizeof(int));
+    m->retry = x_calloc(m->n, sizeof(int));
 
     /* Damaged envelope fields never reach the wire. */
-    {
-        int ok = field_ok(env->sender) && field_ok(env->envid) && field_ok(env->ret);
+    ok = field_ok(env->sender) && field_ok(env->envid) && field_ok(env->ret);
+    for (size_t k = 0; k < m->n && ok; k++) {
+        const QUEUE_RCPT *rc = env->rcpt + m->idx[k];
 
-        for (size_t k = 0; k < m.n && ok; k++) {
-            const QUEUE_RCPT *rc = env->rcpt + m.idx[k];
-
-            ok = field_ok(rc->address) && field_ok(rc->notify) && field_ok(rc->orcpt);
-        }
-        if (!ok) {
-            msg_warn("%s: queue file has control characters in its envelope; skipped", id);
-            queue_file_close(&m.qf);
-            msg_free(&m);
-            return;
-        }
+        ok = field_ok(rc->address) && field_ok(rc->notify) && field_ok(rc->orcpt);
     }
+    if (!ok) {
+        msg_warn("%s: queue file has control characters in its envelope; skipped", id);
+        queue_file_close(&m->qf);
+        txn_free(m);
+        return -1;
+    }
+    return 0;
+}
 
-    f->messages++;
-    m.start_ms = now_ms();
-    /* The size the sender declared or the store counted; the content's own
-     * length when the file has none. */
-    size = env->size > 0 ? env->size
+/* The size the sender declared or the store counted; the content's own
+ * length when the file has none. */
+static long long
+txn_size(const FLUSH_MSG *m)
+{
+    const QUEUE_ENV *env = m->env;
+
+    return env->size > 0 ? env->size
                          : (env->content_length > 3 ? env->content_length - 3 : 0);
+}
 
-    /* Refusals decided here, as smtp(8) does. */
+/* Refusals decided here, as smtp(8) does: 1 when the message is refused
+ * (every recipient has its result), else 0. */
+static int
+txn_refused_here(FLUSH *f, FLUSH_MSG *m)
+{
+    const QUEUE_ENV *env = m->env;
+    long long size = txn_size(m);
+    char text[512];
+
     if ((f->features & FEAT_SIZE) && f->size_limit > 0 && size > f->size_limit) {
         (void) str_format(text, sizeof(text),
                           "message size %lld exceeds size limit %lld of server %s", size,
                           f->size_limit, f->sp->client);
-        for (size_t k = 0; k < m.n; k++)
-            rcpt_result(f, &m, k, 552, "5.3.4", text);
-        goto done;
+        for (size_t k = 0; k < m->n; k++)
+            rcpt_result(f, m, k, 552, "5.3.4", text);
+        return 1;
     }
     if (env->smtputf8 && !(f->features & FEAT_SMTPUTF8)) {
         int need = has_8bit(env->sender);
 
-        for (size_t k = 0; k < m.n && !need; k++)
-            need = has_8bit(env->rcpt[m.idx[k]].address);
+        for (size_t k = 0; k < m->n && !need; k++)
+            need = has_8bit(env->rcpt[m->idx[k]].address);
         if (need) {
             (void) str_format(text, sizeof(text),
                               "SMTPUTF8 is required, but was not offered by host %s",
                               f->sp->client);
-            for (size_t k = 0; k < m.n; k++)
-                rcpt_result(f, &m, k, 550, "5.6.7", text);
-            goto done;
+            for (size_t k = 0; k < m->n; k++)
+                rcpt_result(f, m, k, 550, "5.6.7", text);
+            return 1;
         }
     }
+    return 0;
+}
+
+/* ESMTP parameters of one MAIL or RCPT command. A parameter that would
+ * not fit is left out (field_ok() keeps every value far below the size). */
+typedef struct {
+    char text[600];
+    size_t used;
+} TXN_PARAMS;
+
+static void
+txn_param(TXN_PARAMS *p, const char *fmt, ...) ODMR_PRINTF(2, 3);
+
+static void
+txn_param(TXN_PARAMS *p, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(p->text + p->used, sizeof(p->text) - p->used, fmt, ap);
+    va_end(ap);
+    if (n > 0 && (size_t) n < sizeof(p->text) - p->used)
+        p->used += (size_t) n;
+    else
+        p->text[p->used] = 0;
+}
+
+/* MAIL FROM with its parameters. 0, or -1 when it could not be sent. */
+static int
+txn_envelope(FLUSH *f, FLUSH_MSG *m)
+{
+    const QUEUE_ENV *env = m->env;
+    TXN_PARAMS p = {.used = 0};
+
+    if (f->features & FEAT_SIZE)
+        txn_param(&p, " SIZE=%lld", txn_size(m));
     if (env->body != NULL && (f->features & FEAT_8BITMIME)
         && (str_casecmp(env->body, "8BITMIME") == 0 || str_casecmp(env->body, "BINARYMIME") == 0))
-        body = "8BITMIME";
+        txn_param(&p, " BODY=8BITMIME");
+    if (env->smtputf8 && (f->features & FEAT_SMTPUTF8) && var_smtputf8_enable)
+        txn_param(&p, " SMTPUTF8");
+    if ((f->features & FEAT_DSN) && env->ret)
+        txn_param(&p, " RET=%s", env->ret);
+    if ((f->features & FEAT_DSN) && env->envid)
+        txn_param(&p, " ENVID=%s", env->envid);
+    flush_set_state(f, FLUSH_MAIL);
+    if (flush_send(f, "MAIL FROM:<%s>%s", env->sender, p.text) < 0)
+        return -1;
+    txn_queue_cmd(f, m, FLUSH_MAIL, 0);
+    return 0;
+}
 
-    /* MAIL, RCPT..., DATA: one group with PIPELINING, else one by one. */
-    {
-        char params[600] = "";
-        size_t used = 0;
-        int n;
+/* RCPT TO for each selected recipient without a result yet (in a further
+ * transaction: those that got 452). 0, or -1 when one could not be sent. */
+static int
+txn_recipients(FLUSH *f, FLUSH_MSG *m)
+{
+    for (size_t k = 0; k < m->n && !f->stop && !m->mail_failed; k++) {
+        const QUEUE_RCPT *rc = m->env->rcpt + m->idx[k];
+        TXN_PARAMS p = {.used = 0};
 
-#define ADD_PARAM(...)                                                                   \
-    do {                                                                                 \
-        n = snprintf(params + used, sizeof(params) - used, __VA_ARGS__);                 \
-        if (n > 0 && (size_t) n < sizeof(params) - used)                                 \
-            used += (size_t) n;                                                          \
-    } while (0)
-
-        if (f->features & FEAT_SIZE)
-            ADD_PARAM(" SIZE=%lld", size);
-        if (body)
-            ADD_PARAM(" BODY=%s", body);
-        if (env->smtputf8 && (f->features & FEAT_SMTPUTF8) && var_smtputf8_enable)
-            ADD_PARAM(" SMTPUTF8");
-        if ((f->features & FEAT_DSN) && env->ret)
-            ADD_PARAM(" RET=%s", env->ret);
-        if ((f->features & FEAT_DSN) && env->envid)
-            ADD_PARAM(" ENVID=%s", env->envid);
-        flush_set_state(f, FLUSH_MAIL);
-        if (flush_send(f, "MAIL FROM:<%s>%s", env->sender, params) < 0)
-            goto done;
-        msg_queue_cmd(f, &m, FLUSH_MAIL, 0);
-    }
-    for (size_t k = 0; k < m.n && !f->stop && !m.mail_failed; k++) {
-        const QUEUE_RCPT *rc = env->rcpt + m.idx[k];
-        char params[600] = "";
-        size_t used = 0;
-        int n;
-
+        if (m->final[k])
+            continue;
         if ((f->features & FEAT_DSN) && rc->notify)
-            ADD_PARAM(" NOTIFY=%s", rc->notify);
+            txn_param(&p, " NOTIFY=%s", rc->notify);
         if ((f->features & FEAT_DSN) && rc->orcpt)
-            ADD_PARAM(" ORCPT=%s", rc->orcpt);
-#undef ADD_PARAM
+            txn_param(&p, " ORCPT=%s", rc->orcpt);
         flush_set_state(f, FLUSH_RCPT);
-        if (flush_send(f, "RCPT TO:<%s>%s", rc->address, params) < 0)
-            goto done;
-        msg_queue_cmd(f, &m, FLUSH_RCPT, k);
+        if (flush_send(f, "RCPT TO:<%s>%s", rc->address, p.text) < 0)
+            return -1;
+        txn_queue_cmd(f, m, FLUSH_RCPT, k);
     }
-    if (!f->stop && !m.mail_failed
-        && ((f->features & FEAT_PIPELINING) || m.naccepted > 0)) {
+    return 0;
+}
+
+/* DATA (with PIPELINING even when no RCPT reply is in yet), the replies of
+ * the group, the content; RSET when the transaction was left open. 1 when
+ * the dot's reply is still to come (m then belongs to f->prev), else 0. */
+static int
+txn_data(FLUSH *f, FLUSH_MSG *m)
+{
+    if (!f->stop && !m->mail_failed
+        && ((f->features & FEAT_PIPELINING) || m->naccepted > 0)) {
         flush_set_state(f, FLUSH_DATA);
         if (flush_send(f, "DATA") < 0)
-            goto done;
-        msg_queue_cmd(f, &m, FLUSH_DATA, 0);
+            return 0;
+        txn_queue_cmd(f, m, FLUSH_DATA, 0);
     }
-    if (m.npend > 0)
-        msg_drain(f, &m);
-    if (m.dot_pending && !f->stop) {
+    if (m->npend > 0)
+        txn_drain(f, m);
+    if (m->dot_pending && !f->stop) {
         /* Finished by flush_finish_prev() once the dot's reply is read. */
         f->prev = x_malloc(sizeof(*f->prev));
-        *f->prev = m;
-        return;
+        *f->prev = *m;
+        return 1;
     }
 
-    /* A transaction left open (no recipient, DATA refused): reset it. */
-    if (!f->stop && m.need_rset && !m.mail_failed) {
+    /* A transaction left open (no recipient, DATA refused, a protocol
+     * error): reset it. */
+    if ((!f->stop || f->stop_quit) && m->need_rset && !m->mail_failed) {
         SMTP_REPLY r;
 
         flush_set_state(f, FLUSH_RSET);
         if (flush_send(f, "RSET") == 0 && flush_read(f, &r) == 0)
             flush_check_421(f, &r);
     }
+    return 0;
+}
 
-done:
-    msg_complete(f, &m);
+/* After a transaction that left recipients with 452: 1 when they go in
+ * another one now, else 0 (they are deferred with that 452). Another one
+ * only after a transaction that delivered someone, so the retries end. */
+static int
+txn_again(FLUSH *f, FLUSH_MSG *m)
+{
+    int progress = 0;
+
+    if (m->nretry == 0)
+        return 0;
+    for (size_t k = 0; k < m->n; k++)
+        if (m->accepted[k] && m->final[k] == QUEUE_RCPT_DELIVERED)
+            progress = 1;
+    if (f->stop || !progress) {
+        /* Stopped: txn_complete() gives them the stop reason. */
+        for (size_t k = 0; k < m->n && !f->stop; k++)
+            if (m->retry[k])
+                rcpt_reply(f, m, k, m->too_many, FLUSH_RCPT);
+        return 0;
+    }
+    m->round++;
+    msg_info("%s: %zu recipient%s refused with 452 (too many recipients): "
+             "sending %s in transaction %u of the message", m->env->id, m->nretry,
+             m->nretry == 1 ? "" : "s", m->nretry == 1 ? "it" : "them", m->round + 1);
+    memset(m->accepted, 0, m->n * sizeof(int));
+    memset(m->retry, 0, m->n * sizeof(int));
+    m->naccepted = m->nretry = 0;
+    m->mail_failed = m->need_rset = m->dot_pending = 0;
+    return 1;
+}
+
+static void
+flush_message(FLUSH *f, const char *domain, const char *id)
+{
+    FLUSH_MSG m;
+
+    /* Sent already, to every requested domain at once, under an earlier
+     * domain of this ATRN. */
+    if (seen_has(f, id))
+        return;
+    if (txn_select(f, &m, domain, id) < 0)
+        return;
+    f->messages++;
+    m.start_ms = now_ms();
+    /* MAIL, RCPT..., DATA: one group with PIPELINING, else one by one; a
+     * further transaction for the recipients that got 452. */
+    if (!txn_refused_here(f, &m)) {
+        do {
+            if (txn_envelope(f, &m) < 0 || txn_recipients(f, &m) < 0)
+                break;
+            if (txn_data(f, &m) == 1)
+                return;
+        } while (txn_again(f, &m));
+    }
+    txn_complete(f, &m);
 }
 
 /* The reply to the previous message's dot (if one is outstanding), then
@@ -1020,8 +1272,8 @@ flush_finish_prev(FLUSH *f)
         return;
     f->prev = NULL;
     if (!f->stop)
-        msg_dot_reply(f, m);
-    msg_complete(f, m);
+        txn_dot_reply(f, m);
+    txn_complete(f, m);
     free(m);
 }
 
@@ -1081,12 +1333,17 @@ odmrd_flush_run(ODMRD_SESSION *sp)
         (void) setsockopt(FLUSH_SOCKET_FD, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     (void) str_format(f.relay, sizeof(f.relay), "%s:%s", sp->client, sp->client_port);
+    if (flush_tls_policy(&f) < 0) {
+        f.hold = 1;
+        f.tls_level = ODMRD_TLS_NONE;
+    }
 
     if (flush_handshake(&f) == 0) {
         f.setup_ms = now_ms();
-        for (size_t i = 0; i < sp->ndomains && !f.stop && !flush_limit_reached(&f); i++)
+        for (size_t i = 0; i < sp->ndomains && !f.stop && !f.hold && !flush_limit_reached(&f);
+             i++)
             flush_domain(&f, sp->domains[i]);
-        if (!f.stop) {
+        if (!f.stop || f.stop_quit) {
             SMTP_REPLY r;
 
             flush_set_state(&f, FLUSH_QUIT);

@@ -30,7 +30,16 @@ QUIT (or as scripted), 2 when ATRN got another reply, 3 when AUTH failed,
 Scripting options (see --help): per-recipient RCPT replies, replies to the
 final dot per message, 421 or 500 to EHLO, a SIZE limit, dropping the
 connection in the middle of DATA, a silent customer (timeout tests), the
-220 sent together with ATRN (tests that odmrd keeps those bytes).
+220 sent together with ATRN (tests that odmrd keeps those bytes), a reply
+other than 354 to DATA, a recipient limit per transaction (452 4.5.3 for
+the recipients past it), STARTTLS offered on the reversed side (and either
+completed with --tls-cert, or answered 220 and then left hanging, as a
+line-by-line relay like fetchmail's does).
+
+Extra result lines for the reversed side:
+    transactions: N        MAIL commands received
+    reversed_starttls: yes|no   odmrd sent STARTTLS
+    reversed_tls: VERSION  the handshake completed
 """
 
 import argparse
@@ -135,6 +144,8 @@ class Customer:
         if args.transcript:
             self.transcript = open(args.transcript, "a")
         self.msgno = 0
+        self.transactions = 0
+        self.got_starttls = False
         self.got_quit = False
         self.rcpt_replies = parse_map(args.rcpt_reply, "--rcpt-reply")
         self.dot_replies = parse_map(args.dot_reply, "--dot-reply")
@@ -277,6 +288,8 @@ class Customer:
             ext.append("DSN")
         if self.a.smtputf8:
             ext.append("SMTPUTF8")
+        if self.a.offer_starttls and not isinstance(c.sock, ssl.SSLSocket):
+            ext.append("STARTTLS")
         ext.append("ENHANCEDSTATUSCODES")
         lines = [self.a.helo] + ext
         for i, l in enumerate(lines):
@@ -306,6 +319,7 @@ class Customer:
             elif verb == "MAIL":
                 mail = line
                 rcpts = []
+                self.transactions += 1
                 env = [line]
                 c.sendline(reply_line(self.a.mail_reply or "250 2.1.0 Ok", "Ok"))
             elif verb == "RCPT":
@@ -313,6 +327,9 @@ class Customer:
                 rep = reply_line(self.rcpt_replies.get(addr, "250 2.1.5 Ok"), "rcpt")
                 if mail is None:
                     rep = "503 5.5.1 Error: need MAIL command"
+                elif (self.a.rcpt_limit and rep.startswith("2")
+                      and len(rcpts) >= self.a.rcpt_limit):
+                    rep = "452 4.5.3 Error: too many recipients"
                 if rep.startswith("2"):
                     rcpts.append(addr)
                 env.append("%s -> %s" % (line, rep[:3]))
@@ -351,6 +368,23 @@ class Customer:
                 c.sendline("250 2.0.0 Ok")
             elif verb == "NOOP":
                 c.sendline("250 2.0.0 Ok")
+            elif verb == "STARTTLS" and self.a.offer_starttls:
+                self.got_starttls = True
+                c.sendline("220 2.0.0 Ready to start TLS")
+                if not self.a.tls_cert:
+                    # A relay that passes lines, not a TLS handshake: the
+                    # ClientHello goes nowhere; wait until odmrd gives up.
+                    try:
+                        while True:
+                            c.fill()
+                    except (Fail, OSError):
+                        pass
+                    break
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.load_cert_chain(self.a.tls_cert, self.a.tls_key or self.a.tls_cert)
+                c.sock = ctx.wrap_socket(c.sock, server_side=True)
+                c.buf = b""
+                self.out("reversed_tls", c.sock.version())
             elif verb == "QUIT":
                 self.got_quit = True
                 c.sendline("221 2.0.0 Bye")
@@ -358,6 +392,8 @@ class Customer:
             else:
                 c.sendline("502 5.5.2 Error: command not recognized")
         self.out("messages", str(self.msgno))
+        self.out("transactions", str(self.transactions))
+        self.out("reversed_starttls", "yes" if self.got_starttls else "no")
         self.out("quit", "yes" if self.got_quit else "no")
         return 0 if self.got_quit or not self.a.expect_quit else 1
 
@@ -429,7 +465,14 @@ def main():
     p.add_argument("--greeting-delay", type=float, default=0)
     p.add_argument("--ehlo-reply", help='reply to EHLO instead of 250, e.g. "421" or "500"')
     p.add_argument("--mail-reply", help='reply to MAIL, e.g. "451 4.3.0 try later"')
-    p.add_argument("--data-reply", help="reply to DATA instead of 354")
+    p.add_argument("--data-reply", help='reply to DATA instead of 354, e.g. "250 2.0.0 Ok"')
+    p.add_argument("--rcpt-limit", type=int, default=0,
+                   help="accept N recipients per transaction, then 452 4.5.3")
+    p.add_argument("--offer-starttls", action="store_true",
+                   help="list STARTTLS in the reversed EHLO reply and answer it with 220")
+    p.add_argument("--tls-cert", help="server certificate (PEM) for the reversed STARTTLS; "
+                   "without it the 220 is followed by silence")
+    p.add_argument("--tls-key")
     p.add_argument("--rcpt-reply", action="append",
                    help='ADDR=REPLY, e.g. "u@example.org=550 5.1.1 no such user"')
     p.add_argument("--dot-reply", action="append",

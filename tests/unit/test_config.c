@@ -191,7 +191,9 @@ test_defaults(void **unused)
     assert_string_equal(var_tls_cert_file, "");
     assert_string_equal(var_tls_key_file, "");
     assert_string_equal(var_tls_CAfile, "");
-    assert_string_equal(var_smtp_tls_security_level, "may");
+    assert_string_equal(var_smtp_tls_security_level, "none");
+    assert_string_equal(var_reversed_tls_policy_maps, "");
+    assert_int_equal(var_smtp_starttls_timeout, 30);
     assert_string_equal(var_test_fault_point, "");
 
     assert_string_equal(config_get("message_size_limit"), "10240000");
@@ -395,11 +397,11 @@ test_good_values(void **unused)
     /* Enumerations take any case and are stored in lower case. */
     load("tls_security_level = ENCRYPT\n"
          "tls_cert_file = /c.pem\n"
-         "smtp_tls_security_level = None\n"
+         "smtp_tls_security_level = May\n"
          "syslog_facility = LOCAL3\n",
          NULL);
     assert_string_equal(var_tls_security_level, "encrypt");
-    assert_string_equal(var_smtp_tls_security_level, "none");
+    assert_string_equal(var_smtp_tls_security_level, "may");
     assert_string_equal(var_syslog_facility, "local3");
     assert_string_equal(config_get("tls_security_level"), "encrypt");
 }
@@ -797,7 +799,7 @@ test_print(void **unused)
         lines++;
     }
     /* One line per variable in config.h. */
-    assert_int_equal(lines, 46);
+    assert_int_equal(lines, 49);
     free(out);
 }
 
