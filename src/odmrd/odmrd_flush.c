@@ -328,79 +328,77 @@ flush_send(FLUSH *f, const char *fmt, ...)
 
 /* ---- delays and per-recipient results ----------------------------------- */
 
-/* Postfix's shape: 2 significant digits below 10 s, whole seconds above,
- * trailing zeros dropped ("0.12", "1.3", "0", "27"). */
-static void
-fmt_delay(char *buf, size_t size, int64_t ms)
-{
-    double s = ms < 0 ? 0 : (double) ms / 1000.0;
-    char *p;
-
-    if (s >= 10)
-        (void) snprintf(buf, size, "%.0f", s);
-    else if (s >= 1)
-        (void) snprintf(buf, size, "%.1f", s);
-    else
-        (void) snprintf(buf, size, "%.2f", s);
-    if (strchr(buf, '.') != NULL) {
-        for (p = buf + strlen(buf) - 1; *p == '0'; p--)
-            *p = 0;
-        if (*p == '.')
-            *p = 0;
-    }
-}
 
 /* Record the result for selected recipient k and log it. code 2xx, 4xx or
  * 5xx; text is what goes between the parentheses. */
 static void
-rcpt_result(FLUSH *f, FLUSH_MSG *m, size_t k, int code, const char *dsn, const char *text)
+rcpt_result(FLUSH *f, FLUSH_MSG *m, size_t k, int code, const char *dsn, const char *diag,
+            const char *text)
 {
     const QUEUE_ENV *env = m->env;
     size_t i = m->idx[k];
     int64_t now = now_ms(), arrival;
-    char d_all[32], d_a[32], d_b[32], d_c[32], d_d[32], reason[700], clean[LOG_CLEAN_BUFSIZE];
-    const char *status;
+    char d_all[32], d_a[32], d_b[32], d_c[32], d_d[32], clean[LOG_CLEAN_BUFSIZE];
+    const char *status, *notify = env->rcpt[i].notify;
+    QUEUE_REASON reason;
+    char *err = NULL;
+    long sec, usec;
     int mark;
 
     if (m->final[k])
         return;
+    memset(&reason, 0, sizeof(reason));
     if (code / 100 == 2) {
         status = "sent";
         mark = QUEUE_RCPT_DELIVERED;
         f->sent++;
+        /* NOTIFY=SUCCESS to a customer without the DSN extension: we tell
+         * the sender it was relayed (RFC 3461 section 5.2.2). */
+        if (!(f->features & FEAT_DSN) && notify != NULL && strcasestr(notify, "SUCCESS")) {
+            mark = QUEUE_RCPT_SUCCESS;
+            reason.event = QUEUE_EVENT_RELAYED;
+        }
     } else if (code / 100 == 5) {
         status = "bounced";
         mark = QUEUE_RCPT_FAILED;
+        reason.event = QUEUE_EVENT_FAILED;
         f->bounced++;
     } else {
         status = "deferred";
         mark = QUEUE_RCPT_QUEUED;
+        reason.event = QUEUE_EVENT_DEFERRED;
         f->deferred++;
     }
-    /* "CODE DSN text" for the status file (odmr-queue show, bounces). */
-    m->final[k] = mark;
-    (void) str_format(reason, sizeof(reason), "%03d %s %s", code, dsn, text);
-    if (queue_file_mark(m->qf, i, mark, mark == QUEUE_RCPT_DELIVERED ? NULL : reason) < 0) {
-        msg_warn("%s: cannot mark recipient %zu as %c: %s", env->id, i, mark,
-                 strerror(errno));
+    /* The reason (odmr-queue show, the notices): the customer, its reply,
+     * our text. A notice owed goes out after the session (odmrd.c). */
+    m->final[k] = mark == QUEUE_RCPT_SUCCESS ? QUEUE_RCPT_DELIVERED : mark;
+    now_wall(&sec, &usec);
+    reason.time = sec;
+    str_copy(reason.dsn, dsn, sizeof(reason.dsn));
+    reason.relay = f->relay;
+    reason.diag = (char *) diag;
+    reason.text = (char *) text;
+    if (queue_file_mark_reason(m->qf, i, mark, reason.event ? &reason : NULL, &err) < 0) {
+        msg_warn("%s: cannot mark recipient %zu as %c: %s", env->id, i, mark, err);
+        free(err);
+    } else if (mark == QUEUE_RCPT_FAILED || mark == QUEUE_RCPT_SUCCESS) {
+        odmrd_notice_add(f->sp, env->id);
     }
 
     /* arrival -> turn-around / earlier messages / setup / this message */
     arrival = 0;
     {
-        long sec, usec;
         int64_t wall_ms, age_ms;
 
-        now_wall(&sec, &usec);
         wall_ms = (int64_t) sec * 1000 + usec / 1000;
         age_ms = wall_ms - ((int64_t) env->arrival_sec * 1000 + env->arrival_usec / 1000);
         arrival = now - age_ms; /* arrival on the monotonic clock */
     }
-    fmt_delay(d_all, sizeof(d_all), now - arrival);
-    fmt_delay(d_a, sizeof(d_a), f->reversed_ms - arrival);
-    fmt_delay(d_b, sizeof(d_b), m->start_ms - f->setup_ms);
-    fmt_delay(d_c, sizeof(d_c), f->setup_ms - f->reversed_ms);
-    fmt_delay(d_d, sizeof(d_d), now - m->start_ms);
+    delay_format(d_all, sizeof(d_all), now - arrival);
+    delay_format(d_a, sizeof(d_a), f->reversed_ms - arrival);
+    delay_format(d_b, sizeof(d_b), m->start_ms - f->setup_ms);
+    delay_format(d_c, sizeof(d_c), f->setup_ms - f->reversed_ms);
+    delay_format(d_d, sizeof(d_d), now - m->start_ms);
     msg_info("%s: to=<%s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)",
              env->id, log_clean(clean, sizeof(clean), env->rcpt[i].address,
                                 strlen(env->rcpt[i].address)),
@@ -429,7 +427,7 @@ rcpt_reply(FLUSH *f, FLUSH_MSG *m, size_t k, const SMTP_REPLY *r, FLUSH_STATE in
     else
         (void) str_format(text, sizeof(text), "host %s said: %s (in reply to %s)",
                           f->sp->client, sum, flush_reply_to[in_reply_to]);
-    rcpt_result(f, m, k, code, dsn, text);
+    rcpt_result(f, m, k, code, dsn, r->code / 100 == 2 ? NULL : sum, text);
 }
 
 /* Every recipient without a result yet: deferred for the stop reason. */
@@ -438,7 +436,7 @@ rcpt_defer_rest(FLUSH *f, FLUSH_MSG *m)
 {
     for (size_t k = 0; k < m->n; k++)
         rcpt_result(f, m, k, f->stop_code ? f->stop_code : 451,
-                    f->stop_dsn[0] ? f->stop_dsn : "4.4.2",
+                    f->stop_dsn[0] ? f->stop_dsn : "4.4.2", NULL,
                     f->stop_reason[0] ? f->stop_reason : "delivery interrupted");
 }
 
@@ -919,7 +917,7 @@ txn_complete(FLUSH *f, FLUSH_MSG *m)
      * skipped a reply): deferred. */
     for (size_t k = 0; k < m->n; k++)
         if (!m->final[k])
-            rcpt_result(f, m, k, 451, "4.4.2", "no reply from the customer");
+            rcpt_result(f, m, k, 451, "4.4.2", NULL, "no reply from the customer");
     txn_queue_update(f, m);
     txn_free(m);
 }
@@ -1076,7 +1074,7 @@ txn_refused_here(FLUSH *f, FLUSH_MSG *m)
                           "message size %lld exceeds size limit %lld of server %s", size,
                           f->size_limit, f->sp->client);
         for (size_t k = 0; k < m->n; k++)
-            rcpt_result(f, m, k, 552, "5.3.4", text);
+            rcpt_result(f, m, k, 552, "5.3.4", NULL, text);
         return 1;
     }
     if (env->smtputf8 && !(f->features & FEAT_SMTPUTF8)) {
@@ -1089,7 +1087,7 @@ txn_refused_here(FLUSH *f, FLUSH_MSG *m)
                               "SMTPUTF8 is required, but was not offered by host %s",
                               f->sp->client);
             for (size_t k = 0; k < m->n; k++)
-                rcpt_result(f, m, k, 550, "5.6.7", text);
+                rcpt_result(f, m, k, 550, "5.6.7", NULL, text);
             return 1;
         }
     }
