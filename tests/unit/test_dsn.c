@@ -1125,12 +1125,15 @@ emit_main(const char *dir, const char *sender)
         QUEUE_RCPT qr[3];
         DSN_RCPT dr[3];
         DSN_REPORT rep;
-        char path[512], *err = NULL;
+        char path[512], msgid[128], *err = NULL;
         int cfd, ofd;
         FILE *fp;
         size_t n = case_nrcpt(c);
 
         case_build(c, sender, &env, qr, dr, &rep);
+        /* One Message-Id per case, to find each notice where it lands. */
+        (void) str_format(msgid, sizeof(msgid), "%s.%ld.DSN@odmr.isp.test", c->name, NOW);
+        rep.message_id = msgid;
         cfd = content_file(c->content, strlen(c->content), 77, &env);
         (void) str_format(path, sizeof(path), "%s/%s.eml", dir, c->name);
         if ((ofd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0
