@@ -158,7 +158,8 @@ wire_init(WIRE *w, int fd, const QUEUE_ENV *env, char **error_r)
     w->fd = fd;
     w->raw_push = -1;
     w->at_line_start = 1;
-    if (start < 0 || len < 3) {
+    /* ".\r\n" alone (an empty message), or "\r\n.\r\n" at the end. */
+    if (start < 0 || len < 3 || len == 4) {
         *error_r = x_asprintf("queue file %s: damaged content range (%lld bytes at %lld)",
                               env->id, len, (long long) start);
         return -1;
@@ -853,8 +854,8 @@ dsn_write(int out_fd, const QUEUE_ENV *env, int content_fd, const DSN_REPORT *re
      * and the headers in a delay warning or a success notice. A message over
      * bounce_size_limit is returned as headers only. Its size is that of the
      * message (LF line ends, no dot-stuffing); the wire form is never
-     * smaller and never more than twice as large, so the exact size is
-     * needed only between the limit and twice the limit.
+     * smaller and at most three times as large (".\r\n" for "\n"), so the
+     * size is counted only for a wire form up to three times the limit.
      */
     cand_make(&c, env->id, rep->now);
     want_full = (rep->event == DSN_EVENT_FAILED || rep->event == DSN_EVENT_EXPIRED)
@@ -863,7 +864,7 @@ dsn_write(int out_fd, const QUEUE_ENV *env, int content_fd, const DSN_REPORT *re
     memset(&scan, 0, sizeof(scan));
     if (returned) {
         long long wire = env->content_length - 3;
-        int whole = want_full && wire <= 2 * rep->bounce_size_limit;
+        int whole = want_full && wire / 3 <= rep->bounce_size_limit;
 
         if (content_scan(content_fd, env, whole, &c, &scan, error_r) < 0)
             goto done;
