@@ -709,6 +709,20 @@ test_write_errors(void **unused)
     x_free(&err);
     env.content_offset -= 4096;
 
+    /* Four bytes cannot be a content range (".\r\n" or "...\r\n.\r\n"). */
+    {
+        QUEUE_ENV e4 = env;
+        int fd4 = temp_fd();
+
+        assert_int_equal(write_all(fd4, "X.\r\n", 4), 0);
+        e4.content_offset = 0;
+        e4.content_length = 4;
+        assert_int_equal(dsn_write(ofd, &e4, fd4, &rep, dr, 2, &err), -1);
+        assert_non_null(strstr(err, "damaged"));
+        x_free(&err);
+        (void) close(fd4);
+    }
+
     /* A write error is reported. */
     assert_int_equal(dsn_write(-1, &env, cfd, &rep, dr, 2, &err), -1);
     assert_non_null(strstr(err, "write"));
