@@ -83,7 +83,7 @@ out_fmt(OUT *o, const char *fmt, ...)
 }
 
 /*
- * Write first + value, folded near FOLD_COLUMN at spaces. As a header
+ * Write first, a space and value, folded near FOLD_COLUMN at spaces. As a header
  * field (text == 0) the space stays and a newline goes before it, so
  * unfolding gives the value back byte for byte; as text (text == 1) the
  * space becomes a line break and the next line is indented four columns,
@@ -101,7 +101,10 @@ out_folded(OUT *o, const char *first, const char *value, int text)
     for (;;) {
         sp = strchr(p, ' ');
         w = sp ? (size_t) (sp - p) : strlen(p);
-        if (!first_word) {
+        if (first_word) {
+            out_put(o, " ", 1);
+            col++;
+        } else {
             if (col + 1 + w > FOLD_COLUMN && col > 4) {
                 out_str(o, text ? "\n    " : "\n ");
                 col = text ? 4 : 1;
@@ -155,7 +158,8 @@ wire_init(WIRE *w, int fd, const QUEUE_ENV *env, char **error_r)
     w->fd = fd;
     w->raw_push = -1;
     w->at_line_start = 1;
-    if (start < 0 || len < 3) {
+    /* ".\r\n" alone (an empty message), or "\r\n.\r\n" at the end. */
+    if (start < 0 || len < 3 || len == 4) {
         *error_r = x_asprintf("queue file %s: damaged content range (%lld bytes at %lld)",
                               env->id, len, (long long) start);
         return -1;
@@ -620,7 +624,7 @@ write_notification(OUT *o, const QUEUE_ENV *env, const DSN_REPORT *rep, const LI
     case DSN_EVENT_FAILED:
         out_str(o, "Your message could not be delivered to one or more recipients.\n"
                    "Their domain collects its mail from this host on demand (ODMR),\n"
-                   "and its mail server refused the message; its replies are quoted\n"
+                   "and its mail server refused the message. Its replies are quoted\n"
                    "below.\n");
         break;
     case DSN_EVENT_EXPIRED:
@@ -633,9 +637,9 @@ write_notification(OUT *o, const QUEUE_ENV *env, const DSN_REPORT *rep, const LI
                     rfc5322_date(env->arrival_sec, date, sizeof(date)));
         break;
     case DSN_EVENT_DELAYED:
-        out_str(o, "######################################################################\n"
-                   "#  THIS IS A WARNING ONLY. YOU DO NOT NEED TO SEND YOUR MESSAGE AGAIN. #\n"
-                   "######################################################################\n"
+        out_str(o, "#######################################################################\n"
+                   "# THIS IS A WARNING ONLY. YOU DO NOT NEED TO SEND YOUR MESSAGE AGAIN. #\n"
+                   "#######################################################################\n"
                    "\n"
                    "Your message is held here for recipients whose domain collects its\n"
                    "mail from this host on demand (ODMR), and their mail server has not\n"
@@ -654,7 +658,8 @@ write_notification(OUT *o, const QUEUE_ENV *env, const DSN_REPORT *rep, const LI
         break;
     }
     if (returned)
-        out_fmt(o, "%s attached below.\n", full ? "The message is" : "Its headers are");
+        out_fmt(o, "\n%s attached below.\n",
+                full ? "Your message is" : "The headers of your message are");
     if (rep->event != DSN_EVENT_RELAYED)
         out_str(o, "\nFor further assistance, please send mail to postmaster.\n"
                    "If you do so, please include this problem report.\n");
@@ -849,8 +854,8 @@ dsn_write(int out_fd, const QUEUE_ENV *env, int content_fd, const DSN_REPORT *re
      * and the headers in a delay warning or a success notice. A message over
      * bounce_size_limit is returned as headers only. Its size is that of the
      * message (LF line ends, no dot-stuffing); the wire form is never
-     * smaller and never more than twice as large, so the exact size is
-     * needed only between the limit and twice the limit.
+     * smaller and at most three times as large (".\r\n" for "\n"), so the
+     * size is counted only for a wire form up to three times the limit.
      */
     cand_make(&c, env->id, rep->now);
     want_full = (rep->event == DSN_EVENT_FAILED || rep->event == DSN_EVENT_EXPIRED)
@@ -859,7 +864,7 @@ dsn_write(int out_fd, const QUEUE_ENV *env, int content_fd, const DSN_REPORT *re
     memset(&scan, 0, sizeof(scan));
     if (returned) {
         long long wire = env->content_length - 3;
-        int whole = want_full && wire <= 2 * rep->bounce_size_limit;
+        int whole = want_full && wire / 3 <= rep->bounce_size_limit;
 
         if (content_scan(content_fd, env, whole, &c, &scan, error_r) < 0)
             goto done;

@@ -49,7 +49,12 @@ typedef enum {
 typedef struct {
     size_t rcpt;            /* index into env->rcpt */
     const char *status;     /* enhanced status "5.1.1"; NULL: 5.0.0 failed,
-                             * 4.4.7 expired, 4.0.0 delayed, 2.0.0 relayed */
+                             * 4.4.7 expired, 4.0.0 delayed, 2.0.0 relayed.
+                             * On expiry Postfix reports each recipient's
+                             * last deferral (status and text; it has no
+                             * code of its own); 4.4.7 is RFC 3463's
+                             * "delivery time expired" for a recipient that
+                             * was never tried */
     const char *diag;       /* the remote reply "550 5.1.1 <x@y>: user unknown"
                              * (Diagnostic-Code: smtp; ...) or NULL */
     const char *remote_mta; /* the customer's host name or [addr]
