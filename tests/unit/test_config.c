@@ -771,7 +771,7 @@ test_print(void **unused)
          "index_sync = true\n"
          "auth_maps = hash:$config_directory/odmr_passwd\n"
          "odmr_banner = $myhostname ESMTP on-demand mail relay\n"
-         "tls_security_level = NONE\n"
+         "tls_security_level = MAY\n"
          "smtputf8_enable = no\n",
          NULL);
 
@@ -790,7 +790,7 @@ test_print(void **unused)
     assert_non_null(strstr(out, "\nmessage_size_limit = 10k\n"));
     assert_non_null(strstr(out, "\nlog_file =\n"));
     assert_non_null(strstr(out, "\ncommand_timeout = 5m\n"));
-    assert_non_null(strstr(out, "\ntls_security_level = none\n"));
+    assert_non_null(strstr(out, "\ntls_security_level = may\n"));
     for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char name[128];
         const char *eq = strstr(line, " =");
