@@ -144,6 +144,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "config.h"
 #include "log.h"
 #include "maps.h"
@@ -285,6 +287,13 @@ session_free(ODMRD_SESSION *sp)
     x_free(&sp->external_user);
     if (sp->stream)
         stream_close(&sp->stream, 0);
+    /* Frees this session's slot in odmrd.sessions (the kernel would at
+     * exit; closing keeps no descriptor open for leak checkers). */
+    if (sp->slot_fd >= 0) {
+        (void) close(sp->slot_fd);
+        sp->slot_fd = -1;
+    }
+    OPENSSL_cleanse(sp->fake_salt_key, sizeof(sp->fake_salt_key));
     odmrd_tls_free_ctx(&sp->tls_server_ctx);
     odmrd_tls_free_ctx(&sp->tls_client_ctx);
 }
@@ -326,6 +335,8 @@ main(int argc, char **argv)
     memset(sp, 0, sizeof(*sp));
     sp->state = ODMRD_STATE_INITIAL;
     sp->start_ms = now_ms();
+    sp->slot_fd = -1;
+    sp->pre_auth_deadline = sp->start_ms + (int64_t) var_odmrd_pre_auth_timeout * 1000;
     peer_lookup(sp);
 
     if ((sp->stream = stream_open(0, 1)) == NULL)
@@ -355,11 +366,27 @@ main(int argc, char **argv)
      * that never uses TLS does not pay for OpenSSL's set-up, which is most
      * of a session's memory. The key and certificate must be readable now,
      * so that a broken configuration shows at once. */
+    /* At level may (the default, with Debian's snakeoil pair) a missing or
+     * unreadable certificate turns TLS off with a warning, as Postfix's
+     * smtpd does: the port keeps working in plain text. At encrypt it is
+     * fatal: AUTH would never be possible. */
     if (sp->tls_level != ODMRD_TLS_NONE) {
-        if (access(var_tls_cert_file, R_OK) < 0)
-            msg_fatal("%s: tls_cert_file %s: %m", config_file_path(), var_tls_cert_file);
-        if (access(var_tls_key_file, R_OK) < 0)
-            msg_fatal("%s: tls_key_file %s: %m", config_file_path(), var_tls_key_file);
+        const char *param = NULL, *file = NULL;
+
+        if (access(var_tls_cert_file, R_OK) < 0) {
+            param = "tls_cert_file";
+            file = var_tls_cert_file;
+        } else if (access(var_tls_key_file, R_OK) < 0) {
+            param = "tls_key_file";
+            file = var_tls_key_file;
+        }
+        if (param != NULL && sp->tls_level == ODMRD_TLS_ENCRYPT)
+            msg_fatal("%s: %s %s: %m", config_file_path(), param, file);
+        if (param != NULL) {
+            msg_warn("%s: %s %s: %m; TLS is off (tls_security_level = may)",
+                     config_file_path(), param, file);
+            sp->tls_level = ODMRD_TLS_NONE;
+        }
     }
     sp->tls_client_wanted = var_smtp_tls_security_level != NULL
         && (str_casecmp(var_smtp_tls_security_level, "may") == 0

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "log.h"
 #include "maps.h"
 #include "queue.h"
 #include "stream.h"
@@ -44,6 +45,15 @@ typedef enum {
     ODMRD_TLS_MAY,
     ODMRD_TLS_ENCRYPT
 } ODMRD_TLS_LEVEL;
+
+/* odmrd_limit.c sizes */
+#define ODMRD_LIMIT_SLOTS 4096          /* sessions tracked at once */
+#define ODMRD_LIMIT_FAIL_RECORDS 8192   /* failure counters */
+#define ODMRD_LIMIT_LOCK_MS 1000        /* longest wait for a state file lock */
+#define ODMRD_SECRET_LEN 32
+/* ATRN warning lines logged per session; then one line says the rest
+ * are not logged. */
+#define ODMRD_ATRN_WARN_MAX 5
 
 #define ODMRD_NAME_MAX 256
 #define ODMRD_ADDR_MAX 64
@@ -91,6 +101,16 @@ typedef struct odmrd_session {
     MAPS *user_domain_maps;         /* NULL when not configured */
     MAPS *cert_user_maps;           /* NULL when not configured */
     QUEUE *queue;                   /* opened at the first ATRN */
+
+    /* Limits shared by the odmrd processes (odmrd_limit.c) */
+    int slot_fd;                    /* holds this session's slot; -1 */
+    int64_t pre_auth_deadline;      /* now_ms() value: AUTH by then */
+    unsigned atrn_count;            /* ATRN commands so far */
+    unsigned atrn_warnings;         /* ATRN warning lines logged so far */
+    int auth_blocked;               /* the user's failure counter is full */
+    int fake_salt_state;            /* 0 not loaded, 1 loaded, -1 failed */
+    unsigned char fake_salt_key[ODMRD_SECRET_LEN];
+    char sasl_username_log[LOG_CLEAN_BUFSIZE]; /* cleaned, for logs */
 
     /* ATRN result: locked domains that hold mail */
     char **domains;
@@ -152,10 +172,6 @@ int odmrd_tls_peer_fingerprint(STREAM *s, char *buf, size_t size, const char **w
 /* odmrd_limit.c (no session: unit-tested). Every function fails open: -1
  * with a malloc'd *error_r means "no limit could be checked", and the
  * caller logs it and carries on. */
-#define ODMRD_LIMIT_SLOTS 4096          /* sessions tracked at once */
-#define ODMRD_LIMIT_FAIL_RECORDS 8192   /* failure counters */
-#define ODMRD_LIMIT_LOCK_MS 1000        /* longest wait for a state file lock */
-#define ODMRD_SECRET_LEN 32
 
 /* Count the live sessions from addr (in dir/odmrd.sessions) and, when
  * fewer than limit (0: none), take a slot: 0 and *fd_r, whose fcntl lock
