@@ -56,7 +56,10 @@
  *     AUTH for that name gets the same 454 as soon as the name is known,
  *     without looking at the password. Other addresses are not affected (a
  *     user name alone never locks its owner out), and a successful AUTH
- *     forgets its user's failures from that address.
+ *     forgets its user's failures from that address. A count is checked
+ *     before and raised after a password check, so parallel sessions from
+ *     one address may get a few more checks than the limit: at most one
+ *     per session held at that moment (odmrd_client_connection_count_limit).
  *     Everything before a successful AUTH (STARTTLS and the AUTH exchanges
  *     included) must be done within odmrd_pre_auth_timeout of the
  *     connection, else the session ends.
