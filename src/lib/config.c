@@ -76,6 +76,13 @@ char *var_smtp_tls_security_level;
 char *var_reversed_tls_policy_maps;
 long var_smtp_starttls_timeout;
 char *var_test_fault_point;
+/* odmrd on the open internet (issue 9) */
+long var_odmrd_client_connection_count_limit;
+long var_odmrd_pre_auth_timeout;
+long var_odmrd_client_auth_failure_limit;
+long var_odmrd_client_user_auth_failure_limit;
+long var_odmrd_auth_failure_window;
+long var_odmrd_atrn_command_limit;
 
 #define CONFIG_FILE_NAME "odmr.cf"
 #define CONFIG_DEFAULT_DIR "/etc/postfix"
@@ -187,15 +194,30 @@ static const struct param params[] = {
     P_STR("sasl_mechanisms", "CRAM-MD5 SCRAM-SHA-256 PLAIN LOGIN EXTERNAL",
           var_sasl_mechanisms),
 
-    P_ENUM("tls_security_level", "none", var_tls_security_level, tls_levels),
-    P_STR("tls_cert_file", "", var_tls_cert_file),
-    P_STR("tls_key_file", "$tls_cert_file", var_tls_key_file),
+    /* TLS by default with the system's certificate, as Debian's Postfix
+     * does for smtpd (the ssl-cert package's snakeoil pair). */
+    P_ENUM("tls_security_level", "may", var_tls_security_level, tls_levels),
+    P_STR("tls_cert_file", "/etc/ssl/certs/ssl-cert-snakeoil.pem", var_tls_cert_file),
+    P_STR("tls_key_file", "/etc/ssl/private/ssl-cert-snakeoil.key", var_tls_key_file),
     P_STR("tls_CAfile", "", var_tls_CAfile),
     P_ENUM("smtp_tls_security_level", "none", var_smtp_tls_security_level, tls_levels),
     P_STR("reversed_tls_policy_maps", "", var_reversed_tls_policy_maps),
     P_TIME("smtp_starttls_timeout", "30s", var_smtp_starttls_timeout, 's', 1, DAY),
 
     P_STR("test_fault_point", "", var_test_fault_point),
+
+    /* odmrd on the open internet: limits shared by the odmrd processes
+     * through small files under queue_directory (src/odmrd/odmrd_limit.c). */
+    P_INT("odmrd_client_connection_count_limit", "10",
+          var_odmrd_client_connection_count_limit, 0, 100000),
+    P_TIME("odmrd_pre_auth_timeout", "60s", var_odmrd_pre_auth_timeout, 's', 1, DAY),
+    P_INT("odmrd_client_auth_failure_limit", "20", var_odmrd_client_auth_failure_limit, 0,
+          INT_MAX),
+    P_INT("odmrd_client_user_auth_failure_limit", "5",
+          var_odmrd_client_user_auth_failure_limit, 0, INT_MAX),
+    P_TIME("odmrd_auth_failure_window", "10m", var_odmrd_auth_failure_window, 's', 1,
+           7 * DAY),
+    P_INT("odmrd_atrn_command_limit", "10", var_odmrd_atrn_command_limit, 1, INT_MAX),
 };
 
 #define NPARAMS ODMR_ARRAY_LEN(params)

@@ -86,9 +86,9 @@ extern int var_smtputf8_enable;      /* smtputf8_enable = yes */
 extern char *var_sasl_mechanisms;    /* sasl_mechanisms = CRAM-MD5 SCRAM-SHA-256 PLAIN LOGIN EXTERNAL */
 
 /* TLS */
-extern char *var_tls_security_level; /* tls_security_level = none | may | encrypt */
-extern char *var_tls_cert_file;      /* tls_cert_file = (empty) */
-extern char *var_tls_key_file;       /* tls_key_file = $tls_cert_file */
+extern char *var_tls_security_level; /* tls_security_level = may (none | may | encrypt) */
+extern char *var_tls_cert_file;      /* tls_cert_file = /etc/ssl/certs/ssl-cert-snakeoil.pem */
+extern char *var_tls_key_file;       /* tls_key_file = /etc/ssl/private/ssl-cert-snakeoil.key */
 extern char *var_tls_CAfile;         /* tls_CAfile = (empty): CAs for client certificates */
 extern char *var_smtp_tls_security_level; /* smtp_tls_security_level = none: reversed
                                       * side, for customers that reversed_tls_policy_maps
@@ -103,6 +103,17 @@ extern long var_smtp_starttls_timeout; /* smtp_starttls_timeout = 30s: the START
  * SIGKILL ("before-fsync", "after-rename", "after-index", "before-reply",
  * "mid-flush"...). Empty in production. */
 extern char *var_test_fault_point;
+
+/* odmrd on the open internet: limits shared by all odmrd processes */
+extern long var_odmrd_client_connection_count_limit; /* = 10 sessions per client
+                                      * address at once (0 = none) */
+extern long var_odmrd_pre_auth_timeout; /* = 60s from connect to a successful AUTH */
+extern long var_odmrd_client_auth_failure_limit; /* = 20 failed AUTHs per client
+                                      * address per window (0 = none) */
+extern long var_odmrd_client_user_auth_failure_limit; /* = 5 per user name and
+                                      * client address per window (0 = none) */
+extern long var_odmrd_auth_failure_window; /* = 10m */
+extern long var_odmrd_atrn_command_limit; /* = 10 ATRN commands per session */
 
 /* The options every program takes, for getopt(): -c DIR, -o name=value and
  * -v (more logging). config_option() handles one of them and returns 1, or

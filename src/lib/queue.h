@@ -360,5 +360,14 @@ void queue_fault(const char *point);
 
 void queue_env_free(QUEUE_ENV *env); /* frees members, not env itself */
 
+/* Parse a queue file's header: buf[0..len) must start with it and hold its
+ * end (the blank line); what follows is not looked at. id: the ID the "id"
+ * line must carry, or NULL for any valid ID. 0 with *env filled (free it
+ * with queue_env_free; rcpt[].status_offset is the offset in buf), or -1
+ * with *error_r ("damaged: why") and *env empty. queue_file_open() checks
+ * the same and then the content against the file. For tests and the fuzz
+ * target (tests/fuzz/fuzz_queue_header.c). */
+int queue_env_parse(const char *buf, size_t len, const char *id, QUEUE_ENV *env,
+                    char **error_r);
 
 #endif

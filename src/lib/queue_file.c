@@ -616,7 +616,7 @@ parse_header(QUEUE_ENV *env, char *buf, size_t hlen, const char *id)
             return "bad header line";
         *v++ = 0;
         if (line_no == 2) {
-            if (strcmp(key, "id") != 0 || strcmp(v, id) != 0)
+            if (strcmp(key, "id") != 0 || (id ? strcmp(v, id) != 0 : !queue_id_valid(v)))
                 return "id line does not match the file name";
             memcpy(env->id, v, QUEUE_ID_LEN + 1);
             continue;
@@ -683,6 +683,31 @@ parse_header(QUEUE_ENV *env, char *buf, size_t hlen, const char *id)
     if ((size_t) env->content_offset != hlen)
         return "content offset does not match the header";
     return NULL;
+}
+
+int
+queue_env_parse(const char *buf, size_t len, const char *id, QUEUE_ENV *env,
+                char **error_r)
+{
+    const char *hend = len >= 2 ? memmem(buf, len, "\n\n", 2) : NULL;
+    const char *why = "no end of header";
+    char *copy;
+
+    memset(env, 0, sizeof(*env));
+    if (hend != NULL && (size_t) (hend - buf) + 2 <= QUEUE_HEADER_MAX) {
+        size_t hlen = (size_t) (hend - buf) + 2;
+
+        copy = x_malloc(hlen);
+        memcpy(copy, buf, hlen);
+        why = parse_header(env, copy, hlen, id);
+        free(copy);
+    }
+    if (why == NULL)
+        return 0;
+    queue_env_free(env);
+    memset(env, 0, sizeof(*env));
+    queue_error(error_r, "damaged: %s", why);
+    return -1;
 }
 
 static QUEUE_FILE *

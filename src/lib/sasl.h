@@ -111,6 +111,12 @@ typedef struct sasl_server_config {
     void *lookup_ctx;
     /* Longest base64 response line accepted; 0: var_auth_response_limit. */
     size_t response_limit;
+    /* Key for the stable fake SCRAM salt of users without a SCRAM secret
+     * (unknown users included): HMAC-SHA-256(key, user), so that two
+     * attempts cannot tell an unknown user from a real one. NULL: a random
+     * salt at every attempt (which gives unknown users away). */
+    const unsigned char *fake_salt_key;
+    size_t fake_salt_key_len;
     /* Tests only: the CRAM-MD5 challenge, or the server part of the SCRAM
      * nonce, instead of random ones. NULL in production. */
     const char *test_nonce;

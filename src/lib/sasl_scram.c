@@ -227,9 +227,28 @@ scram_server_keys(SASL_SERVER *s, SCRAM_SERVER *st, const char *user)
         sasl_secret_wipe(&secret);
         return SASL_OK;
     }
+    /* No SCRAM secret (unknown user, or another scheme): the default
+     * iteration count and a salt that must not give that away. A fresh
+     * random salt at every attempt would (a real user's salt never
+     * changes): with a server secret the salt is HMAC(secret, user), the
+     * same at every attempt and unpredictable without the secret. */
     st->iter = SASL_SCRAM_ITER_DEFAULT;
     st->salt_len = SASL_SCRAM_SALT_DEFAULT;
-    if (random_bytes(st->salt, st->salt_len) < 0) {
+    if (s->cfg.fake_salt_key != NULL && s->cfg.fake_salt_key_len > 0) {
+        unsigned char mac[SASL_SCRAM_KEYLEN];
+        char *msg = x_asprintf("SCRAM-SHA-256 fake salt%c%s", 0, user);
+        size_t len = strlen("SCRAM-SHA-256 fake salt") + 1 + strlen(user);
+        int ret = scram_hmac(s->cfg.fake_salt_key, s->cfg.fake_salt_key_len, msg, len, mac);
+
+        free(msg);
+        if (ret < 0) {
+            sasl_secret_wipe(&secret);
+            sasl_server_set_reason(s, "HMAC failed");
+            return SASL_TEMPFAIL;
+        }
+        memcpy(st->salt, mac, st->salt_len);
+        OPENSSL_cleanse(mac, sizeof(mac));
+    } else if (random_bytes(st->salt, st->salt_len) < 0) {
         sasl_secret_wipe(&secret);
         sasl_server_set_reason(s, "no random bytes for the salt");
         return SASL_TEMPFAIL;

@@ -258,6 +258,15 @@ cmd_mail(STORE *sp, const SMTP_CMD *cmd)
     for (int i = 0; i < path.nparam; i++) {
         const SMTP_PARAM *p = &path.param[i];
 
+        /* Twice the same one (fuzz_store_lmtp found that the second BODY,
+         * RET or ENVID leaked the first). */
+        for (int j = 0; j < i; j++) {
+            if (strcmp(path.param[j].name, p->name) == 0) {
+                reply(sp, 501, "5.5.4", "Error: duplicate MAIL parameter");
+                goto out;
+            }
+        }
+
         if (strcmp(p->name, "SIZE") == 0) {
             if (p->value == NULL || parse_size(p->value, 0, 1LL << 50, &size) < 0
                 || p->value[strspn(p->value, "0123456789")] != 0) {

@@ -19,7 +19,9 @@
  *
  *     Server side (RFC 2645 sections 5 and 7, RFC 4954, RFC 3207):
  *     .IP "greeting"
- *     220 $odmr_banner.
+ *     220 $odmr_banner; or, when the client's address already holds
+ *     odmrd_client_connection_count_limit sessions, "421 4.7.0 host Error:
+ *     too many connections from ADDR" and the end of the session.
  *     .IP "EHLO, HELO"
  *     EHLO lists AUTH with the mechanisms usable now, ATRN, STARTTLS when
  *     TLS is configured and not yet on, and ENHANCEDSTATUSCODES.
@@ -31,8 +33,10 @@
  *     state. TLS stays on after the turn-around. OpenSSL's context is made
  *     at the first STARTTLS (a session without TLS does not pay for it):
  *     a certificate that cannot be loaded then gives 454 4.7.0 and the
- *     session goes on in plain text; an unreadable tls_cert_file or
- *     tls_key_file is found at start (fatal, 421 to the client).
+ *     session goes on in plain text. An unreadable tls_cert_file or
+ *     tls_key_file is found at start: with tls_security_level = may, a
+ *     warning, and STARTTLS is not offered; with encrypt, fatal (421 to
+ *     the client).
  *     .IP "AUTH"
  *     Mechanisms: CRAM-MD5, SCRAM-SHA-256, PLAIN and LOGIN (only under TLS),
  *     EXTERNAL (a verified TLS client certificate whose SHA-256 fingerprint
@@ -43,6 +47,27 @@
  *     (bad credentials), 538 (mechanism needs TLS). Every failure is
  *     followed by a pause of auth_failure_delay; after auth_failure_limit
  *     failures the session ends with 421.
+ *     Failed password checks are also counted across all odmrd processes,
+ *     per client address and per user name and client address, each in a
+ *     window of odmrd_auth_failure_window from its first failure. Once the
+ *     address has odmrd_client_auth_failure_limit failures, AUTH gets "454
+ *     4.7.0 Temporary authentication failure" at once; once the user name
+ *     has odmrd_client_user_auth_failure_limit failures from that address,
+ *     AUTH for that name gets the same 454 as soon as the name is known,
+ *     without looking at the password. Other addresses are not affected (a
+ *     user name alone never locks its owner out), and a successful AUTH
+ *     forgets its user's failures from that address. A count is checked
+ *     before and raised after a password check, so parallel sessions from
+ *     one address may get a few more checks than the limit: at most one
+ *     per session held at that moment (odmrd_client_connection_count_limit).
+ *     Everything before a successful AUTH (STARTTLS and the AUTH exchanges
+ *     included) must be done within odmrd_pre_auth_timeout of the
+ *     connection, else the session ends.
+ *     SCRAM-SHA-256 for a user without a SCRAM secret (an unknown user, or
+ *     one with a {PLAIN} or {CRAM-MD5} secret) uses the default iteration
+ *     count (4096) and a 16-byte salt that is HMAC-SHA-256 of a server
+ *     secret and the user name: the same at every attempt, like a real
+ *     user's, so that the salt does not tell who exists.
  *     .IP "ATRN [domain *(\(dq,\(dq domain)]"
  *     Only after AUTH (else 530). Domains are case-insensitive; a malformed
  *     list, or more than atrn_domain_limit domains, gives 501. Every
@@ -53,7 +78,10 @@
  *     so does a domain that another session is flushing (one flush per
  *     domain at a time: a message is never delivered twice by two
  *     sessions). No mail: 453. Otherwise "250 2.0.0 OK now reversing the
- *     connection", and the roles change.
+ *     connection", and the roles change. A 450 counts toward error_limit;
+ *     the odmrd_atrn_command_limit+1st ATRN of a session gets "421 4.7.0
+ *     Error: too many ATRN commands" and ends it; at most 5 ATRN warning
+ *     lines are logged per session.
  *     .IP "NOOP, RSET, QUIT"
  *     As in RFC 5321.
  *     .IP "anything else"
@@ -95,9 +123,23 @@
  *     standard error (under spawn(8) that is the client socket; it is
  *     pointed at /dev/null first), enforces its own deadlines
  *     (command_timeout per wait, session_timeout for the whole session;
- *     spawn(8) does not before Postfix 3.10), bounds every line and AUTH
- *     response, and never logs a secret. Nothing a client sends makes it
- *     exit with a fatal error.
+ *     spawn(8) does not before Postfix 3.10; odmrd_pre_auth_timeout before
+ *     AUTH), bounds every line and AUTH response, and never logs a secret.
+ *     Nothing a client sends makes it exit with a fatal error.
+ *
+ *     The odmrd processes share three small files in queue_directory (user
+ *     odmr, mode 0600): odmrd.sessions (a slot per live session with the
+ *     client address, held by an fcntl lock that the kernel drops when the
+ *     process ends, however it ends), odmrd.failures (failure counters,
+ *     keyed by a SHA-256 hash of the address and user name, so no user name
+ *     is stored) and odmrd.secret (32 random bytes, made at the first AUTH,
+ *     the key of the fake SCRAM salts; keep it: a new one changes every
+ *     unknown user's salt). A lock wait is bounded (1 second) and any
+ *     problem with these files is logged and lets the session go on: a
+ *     crash, a stale lock or a damaged file never locks anyone out.
+ *     Postfix's anvil(8) was not used: its socket is in Postfix's
+ *     private/ directory, which user odmr cannot reach, and it does not
+ *     count failed logins per user name.
  * DIAGNOSTICS
  *     Problems go to syslog (facility mail, tag postfix/odmrd by default)
  *     or log_file, in Postfix's shape:
@@ -107,6 +149,19 @@
  *     250 2.0.0 OK now reversing the connection", and per recipient
  *     "QUEUEID: to=<r>, relay=name[addr]:port, delay=D, delays=a/b/c/d,
  *     dsn=X.Y.Z, status=sent|deferred|bounced (reply)".
+ *
+ *     Lines for fail2ban (the first two are the shapes of Postfix's smtpd):
+ *     .nf
+ *     warning: name[addr]: SASL CRAM-MD5 authentication failed: wrong password, sasl_username=u
+ *     warning: Connection concurrency limit exceeded: 11 from name[addr] for service odmrd (...)
+ *     warning: name[addr]: SASL authentication blocked: 20 failures from this client in 600s (...)
+ *     warning: name[addr]: SASL authentication blocked: 5 failures for sasl_username=u from this client in 600s (...)
+ *     .fi
+ *     A fail2ban filter for them:
+ *     .nf
+ *     failregex = warning: [-._\w]+\[<HOST>\]: SASL (\S+ )?authentication (failed|blocked)
+ *                 warning: Connection concurrency limit exceeded: \d+ from [-._\w]+\[<HOST>\]
+ *     .fi
  *     Exit status 0 after a session, 75 (EX_TEMPFAIL) after a fatal error
  *     (bad configuration, run as root).
  * CONFIGURATION PARAMETERS
@@ -129,14 +184,37 @@
  *     .IP "atrn_domain_limit (100), flush_message_limit (0: none)"
  *     .IP "line_length_limit (2048), error_limit (20)"
  *     .IP "command_timeout (300s), session_timeout (3600s)"
+ *     .IP "odmrd_client_connection_count_limit (10)"
+ *     Sessions one client address may hold at once (0: no limit); the
+ *     master.cf process limit (50 in the sample entry) is shared by all.
+ *     .IP "odmrd_pre_auth_timeout (60s)"
+ *     From the connection to a successful AUTH.
+ *     .IP "odmrd_client_auth_failure_limit (20)"
+ *     Failed password checks per client address per window (0: no limit).
+ *     .IP "odmrd_client_user_auth_failure_limit (5)"
+ *     Failed password checks per user name and client address per window
+ *     (0: no limit).
+ *     .IP "odmrd_auth_failure_window (10m)"
+ *     A counter goes back to zero this long after its first failure. With
+ *     the defaults one address gets at most 20 password checks per 10
+ *     minutes (2 a minute), at most 5 of them for one user name.
+ *     .IP "odmrd_atrn_command_limit (10)"
+ *     ATRN commands per session.
  *     .IP "smtp_helo_timeout (300s), smtp_mail_timeout (300s), smtp_rcpt_timeout (300s)"
  *     .IP "smtp_data_init_timeout (120s), smtp_data_xfer_timeout (180s)"
  *     .IP "smtp_data_done_timeout (600s), smtp_quit_timeout (300s)"
  *     Postfix's smtp(8) defaults, for the reversed session (the helo timeout
  *     also bounds the wait for the customer's 220).
  *     .IP "smtputf8_enable (yes)"
- *     .IP "tls_security_level (none): none, may or encrypt"
- *     .IP "tls_cert_file (empty), tls_key_file ($tls_cert_file), tls_CAfile (empty)"
+ *     .IP "tls_security_level (may): none, may or encrypt"
+ *     Production sites should use encrypt with a real certificate:
+ *     CRAM-MD5 and the mail then never go in clear.
+ *     .IP "tls_cert_file (/etc/ssl/certs/ssl-cert-snakeoil.pem)"
+ *     .IP "tls_key_file (/etc/ssl/private/ssl-cert-snakeoil.key)"
+ *     Debian's snakeoil pair (package ssl-cert), as Debian's Postfix uses
+ *     for smtpd; user odmr must be able to read the key (group ssl-cert).
+ *     For a file that holds both, name it in both.
+ *     .IP "tls_CAfile (empty)"
  *     .IP "smtp_tls_security_level (none): none, may or encrypt"
  *     STARTTLS on the reversed side, when the ODMR session is in clear, for
  *     customers that reversed_tls_policy_maps does not list.
@@ -171,6 +249,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #include "config.h"
 #include "log.h"
@@ -350,6 +430,13 @@ session_free(ODMRD_SESSION *sp)
     x_free(&sp->external_user);
     if (sp->stream)
         stream_close(&sp->stream, 0);
+    /* Frees this session's slot in odmrd.sessions (the kernel would at
+     * exit; closing keeps no descriptor open for leak checkers). */
+    if (sp->slot_fd >= 0) {
+        (void) close(sp->slot_fd);
+        sp->slot_fd = -1;
+    }
+    OPENSSL_cleanse(sp->fake_salt_key, sizeof(sp->fake_salt_key));
     odmrd_tls_free_ctx(&sp->tls_server_ctx);
     odmrd_tls_free_ctx(&sp->tls_client_ctx);
 }
@@ -391,6 +478,8 @@ main(int argc, char **argv)
     memset(sp, 0, sizeof(*sp));
     sp->state = ODMRD_STATE_INITIAL;
     sp->start_ms = now_ms();
+    sp->slot_fd = -1;
+    sp->pre_auth_deadline = sp->start_ms + (int64_t) var_odmrd_pre_auth_timeout * 1000;
     peer_lookup(sp);
 
     if ((sp->stream = stream_open(0, 1)) == NULL)
@@ -421,11 +510,27 @@ main(int argc, char **argv)
      * that never uses TLS does not pay for OpenSSL's set-up, which is most
      * of a session's memory. The key and certificate must be readable now,
      * so that a broken configuration shows at once. */
+    /* At level may (the default, with Debian's snakeoil pair) a missing or
+     * unreadable certificate turns TLS off with a warning, as Postfix's
+     * smtpd does: the port keeps working in plain text. At encrypt it is
+     * fatal: AUTH would never be possible. */
     if (sp->tls_level != ODMRD_TLS_NONE) {
-        if (access(var_tls_cert_file, R_OK) < 0)
-            msg_fatal("%s: tls_cert_file %s: %m", config_file_path(), var_tls_cert_file);
-        if (access(var_tls_key_file, R_OK) < 0)
-            msg_fatal("%s: tls_key_file %s: %m", config_file_path(), var_tls_key_file);
+        const char *param = NULL, *file = NULL;
+
+        if (access(var_tls_cert_file, R_OK) < 0) {
+            param = "tls_cert_file";
+            file = var_tls_cert_file;
+        } else if (access(var_tls_key_file, R_OK) < 0) {
+            param = "tls_key_file";
+            file = var_tls_key_file;
+        }
+        if (param != NULL && sp->tls_level == ODMRD_TLS_ENCRYPT)
+            msg_fatal("%s: %s %s: %m", config_file_path(), param, file);
+        if (param != NULL) {
+            msg_warn("%s: %s %s: %m; TLS is off (tls_security_level = may)",
+                     config_file_path(), param, file);
+            sp->tls_level = ODMRD_TLS_NONE;
+        }
     }
     odmrd_auth_init(sp);
 

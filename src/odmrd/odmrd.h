@@ -8,6 +8,9 @@
  *     odmrd_auth.c    AUTH (RFC 4954) on top of the SASL library
  *     odmrd_atrn.c    ATRN argument parser (RFC 2645 ABNF); no I/O, unit tested
  *     odmrd_flush.c   the reversed session: odmrd as the SMTP client
+ *     odmrd_limit.c   state shared by the odmrd processes (sessions per
+ *                     client, AUTH failures, the fake-salt secret) in small
+ *                     files under queue_directory; no session, unit tested
  *
  * Everything a session owns lives in one ODMRD_SESSION; there is no
  * per-session global.
@@ -17,7 +20,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
+#include "log.h"
 #include "maps.h"
 #include "queue.h"
 #include "stream.h"
@@ -40,6 +45,15 @@ typedef enum {
     ODMRD_TLS_MAY,
     ODMRD_TLS_ENCRYPT
 } ODMRD_TLS_LEVEL;
+
+/* odmrd_limit.c sizes */
+#define ODMRD_LIMIT_SLOTS 4096          /* sessions tracked at once */
+#define ODMRD_LIMIT_FAIL_RECORDS 8192   /* failure counters */
+#define ODMRD_LIMIT_LOCK_MS 1000        /* longest wait for a state file lock */
+#define ODMRD_SECRET_LEN 32
+/* ATRN warning lines logged per session; then one line says the rest
+ * are not logged. */
+#define ODMRD_ATRN_WARN_MAX 5
 
 #define ODMRD_NAME_MAX 256
 #define ODMRD_ADDR_MAX 64
@@ -87,6 +101,16 @@ typedef struct odmrd_session {
     MAPS *cert_user_maps;           /* NULL when not configured */
     MAPS *reversed_tls_maps;        /* NULL when not configured */
     QUEUE *queue;                   /* opened at the first ATRN */
+
+    /* Limits shared by the odmrd processes (odmrd_limit.c) */
+    int slot_fd;                    /* holds this session's slot; -1 */
+    int64_t pre_auth_deadline;      /* now_ms() value: AUTH by then */
+    unsigned atrn_count;            /* ATRN commands so far */
+    unsigned atrn_warnings;         /* ATRN warning lines logged so far */
+    int auth_blocked;               /* the user's failure counter is full */
+    int fake_salt_state;            /* 0 not loaded, 1 loaded, -1 failed */
+    unsigned char fake_salt_key[ODMRD_SECRET_LEN];
+    char sasl_username_log[LOG_CLEAN_BUFSIZE]; /* cleaned, for logs */
 
     /* ATRN result: locked domains that hold mail */
     char **domains;
@@ -151,5 +175,33 @@ void odmrd_tls_free_ctx(void **ctxp);
  * certificate ("AB:CD:..."), into buf; 0, or -1 when there is none or it
  * did not verify (reason in *why_r). */
 int odmrd_tls_peer_fingerprint(STREAM *s, char *buf, size_t size, const char **why_r);
+
+/* odmrd_limit.c (no session: unit-tested). Every function fails open: -1
+ * with a malloc'd *error_r means "no limit could be checked", and the
+ * caller logs it and carries on. */
+
+/* Count the live sessions from addr (in dir/odmrd.sessions) and, when
+ * fewer than limit (0: none), take a slot: 0 and *fd_r, whose fcntl lock
+ * marks the slot as taken until the fd is closed or the process ends.
+ * 1 when addr already has limit sessions (*count_r of them; nothing
+ * taken). -1 and *error_r on any error. */
+int odmrd_limit_session(const char *dir, const char *addr, long limit, int *fd_r,
+                        long *count_r, char **error_r);
+
+/* Failure counters in dir/odmrd.failures, per client address (user NULL)
+ * or per user name and client address. GET reads the count, ADD counts one
+ * more failure (a new window starts with the first one), CLEAR forgets
+ * the counter. A count is 0 again once window seconds have passed since
+ * the window's first failure. *count_r: the count after the operation.
+ * 0, or -1 and *error_r. */
+#define ODMRD_FAIL_GET 0
+#define ODMRD_FAIL_ADD 1
+#define ODMRD_FAIL_CLEAR 2
+int odmrd_limit_failures(const char *dir, const char *addr, const char *user, int op,
+                         long window, time_t now, long *count_r, char **error_r);
+
+/* The server secret (dir/odmrd.secret, ODMRD_SECRET_LEN random bytes, mode
+ * 0600), made at the first call. 0, or -1 and *error_r. */
+int odmrd_limit_secret(const char *dir, unsigned char key[ODMRD_SECRET_LEN], char **error_r);
 
 #endif

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "log.h"
@@ -79,12 +80,102 @@ external_user(ODMRD_SESSION *sp)
     }
 }
 
+/* ---- failure counters shared by the odmrd processes ------------------- */
+
+/* The count for this client (user NULL) or this user at this client; 0
+ * when it cannot be read (logged: a broken state file locks nobody out). */
+static long
+failures_get(ODMRD_SESSION *sp, const char *user)
+{
+    long n = 0;
+    char *err = NULL;
+
+    if (odmrd_limit_failures(var_queue_dir, sp->client_addr, user, ODMRD_FAIL_GET,
+                             var_odmrd_auth_failure_window, time(NULL), &n, &err) < 0) {
+        msg_warn("%s: authentication failure count not checked: %s", sp->client, err);
+        free(err);
+        return 0;
+    }
+    return n;
+}
+
+static void
+failures_update(ODMRD_SESSION *sp, const char *user, int op)
+{
+    long n = 0;
+    char *err = NULL;
+
+    if (odmrd_limit_failures(var_queue_dir, sp->client_addr, user, op,
+                             var_odmrd_auth_failure_window, time(NULL), &n, &err) < 0) {
+        msg_warn("%s: authentication failure not counted: %s", sp->client, err);
+        free(err);
+    }
+}
+
+/* Too many failures from this client address (any user name)? Logged in a
+ * shape a fail2ban filter can match:
+ *     warning: NAME[ADDR]: SASL authentication blocked: ... */
+static int
+client_blocked(ODMRD_SESSION *sp)
+{
+    long n, limit = var_odmrd_client_auth_failure_limit;
+
+    if (limit == 0 || (n = failures_get(sp, NULL)) < limit)
+        return 0;
+    msg_warn("%s: SASL authentication blocked: %ld failures from this client in %lds"
+             " (odmrd_client_auth_failure_limit=%ld)", sp->client, n,
+             var_odmrd_auth_failure_window, limit);
+    return 1;
+}
+
+/* Too many failures for this user name from this client? Asked by the
+ * secret lookup, before any password check. */
+static int
+user_blocked(ODMRD_SESSION *sp, const char *user)
+{
+    long n, limit = var_odmrd_client_user_auth_failure_limit;
+    char clean[LOG_CLEAN_BUFSIZE];
+
+    if (limit == 0 || (n = failures_get(sp, user)) < limit)
+        return 0;
+    msg_warn("%s: SASL authentication blocked: %ld failures for sasl_username=%s from this"
+             " client in %lds (odmrd_client_user_auth_failure_limit=%ld)", sp->client, n,
+             log_clean(clean, sizeof(clean), user, strlen(user)),
+             var_odmrd_auth_failure_window, limit);
+    return 1;
+}
+
+/* The key for SCRAM's fake salts, loaded (or made) at the first AUTH. */
+static void
+fake_salt_load(ODMRD_SESSION *sp)
+{
+    char *err = NULL;
+
+    if (sp->fake_salt_state != 0)
+        return;
+    if (odmrd_limit_secret(var_queue_dir, sp->fake_salt_key, &err) == 0) {
+        sp->fake_salt_state = 1;
+    } else {
+        msg_warn("%s: no server secret for SCRAM salts (unknown users get random ones): %s",
+                 sp->client, err);
+        free(err);
+        sp->fake_salt_state = -1;
+    }
+}
+
 static int
 secret_lookup(void *ctx, const char *user, char **secret_r)
 {
     ODMRD_SESSION *sp = ctx;
     char *err = NULL, clean[LOG_CLEAN_BUFSIZE];
-    int ret = maps_lookup(sp->auth_maps, user, secret_r, &err);
+    int ret;
+
+    /* 454 without looking at the password: a temporary failure. */
+    if (user_blocked(sp, user)) {
+        sp->auth_blocked = 1;
+        return MAP_ERROR;
+    }
+    ret = maps_lookup(sp->auth_maps, user, secret_r, &err);
 
     if (ret == MAP_ERROR) {
         msg_warn("%s: auth_maps lookup of %s: %s", sp->client,
@@ -105,6 +196,10 @@ sasl_config(ODMRD_SESSION *sp, SASL_SERVER_CONFIG *cfg)
     cfg->lookup = secret_lookup;
     cfg->lookup_ctx = sp;
     cfg->response_limit = (size_t) var_auth_response_limit;
+    if (sp->fake_salt_state > 0) {
+        cfg->fake_salt_key = sp->fake_salt_key;
+        cfg->fake_salt_key_len = sizeof(sp->fake_salt_key);
+    }
 }
 
 void
@@ -193,6 +288,14 @@ odmrd_auth_cmd(ODMRD_SESSION *sp, const char *args)
     str_upper(mech);
     log_clean(clean, sizeof(clean), mech, mlen);
 
+    /* Too many failures from this address: 454 before any exchange. */
+    if (client_blocked(sp)) {
+        odmrd_reply(sp, 454, "4.7.0", "Temporary authentication failure: try again later");
+        sp->errors++;
+        goto blocked;
+    }
+    fake_salt_load(sp);
+    sp->auth_blocked = 0;
     sasl_config(sp, &cfg);
     if ((ss = sasl_server_new(mech, &cfg, &status, &err)) == NULL) {
         msg_warn("%s: SASL %s authentication not started: %s", sp->client, clean,
@@ -230,12 +333,28 @@ odmrd_auth_cmd(ODMRD_SESSION *sp, const char *args)
 
         sp->sasl_method = x_strdup(sasl_server_mech(ss));
         sp->sasl_username = x_strdup(user ? user : "");
+        /* Every later log line uses the cleaned copy (a CRAM-MD5 user name
+         * is whatever the client put before the digest). */
+        log_clean(sp->sasl_username_log, sizeof(sp->sasl_username_log), sp->sasl_username,
+                  strlen(sp->sasl_username));
         msg_info("%s: sasl_method=%s, sasl_username=%s", sp->client, sp->sasl_method,
-                 log_clean(clean, sizeof(clean), sp->sasl_username,
-                           strlen(sp->sasl_username)));
+                 sp->sasl_username_log);
+        /* The user's own counter starts again; the address's does not (one
+         * good account must not buy more guesses at others). */
+        if (var_odmrd_client_user_auth_failure_limit > 0)
+            failures_update(sp, sp->sasl_username, ODMRD_FAIL_CLEAR);
         odmrd_reply(sp, 235, "2.7.0", "Authentication successful");
         odmrd_enter_state(sp, ODMRD_STATE_AUTHENTICATED);
         goto done;
+    }
+    if (sp->auth_blocked) {
+        /* user_blocked() logged it; no password was looked at. */
+        odmrd_reply(sp, 454, "4.7.0", "Temporary authentication failure: try again later");
+        sp->errors++;
+        sasl_server_free(&ss);
+        free(out);
+        free(line);
+        goto blocked;
     }
     {
         const char *user = sasl_server_user(ss);
@@ -251,6 +370,15 @@ odmrd_auth_cmd(ODMRD_SESSION *sp, const char *args)
         status_reply(sp, sasl_status_reply(status));
         goto done;
     }
+    /* A password was tried and was wrong: one more for this client and
+     * for this user at this client, in every odmrd process's eyes. */
+    if (status == SASL_FAIL) {
+        const char *user = sasl_server_user(ss);
+
+        failures_update(sp, NULL, ODMRD_FAIL_ADD);
+        if (user != NULL)
+            failures_update(sp, user, ODMRD_FAIL_ADD);
+    }
     sasl_server_free(&ss);
     free(line);
     line = NULL;
@@ -261,6 +389,18 @@ failed_nostate:
     odmrd_pause(sp, var_auth_failure_delay * 1000);
     status_reply(sp, sasl_status_reply(status));
     if (sp->auth_failures >= var_auth_failure_limit) {
+        msg_info("too many failed authentications after AUTH from %s", sp->client);
+        odmrd_reply(sp, 421, "4.7.0", "%s Error: too many failed authentications",
+                    var_myhostname);
+        (void) stream_flush(sp->stream);
+        odmrd_enter_state(sp, ODMRD_STATE_DONE);
+    }
+    return;
+
+blocked:
+    /* Counts in this session like a failure (the session ends after
+     * auth_failure_limit of them), without the pause: nothing was tried. */
+    if (++sp->auth_failures >= var_auth_failure_limit) {
         msg_info("too many failed authentications after AUTH from %s", sp->client);
         odmrd_reply(sp, 421, "4.7.0", "%s Error: too many failed authentications",
                     var_myhostname);

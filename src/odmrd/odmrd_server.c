@@ -265,9 +265,24 @@ atrn_answer(ODMRD_SESSION *sp, const char *request, const DOMAIN_LIST *dl, int c
         used += n;
     }
     msg_info("%s: ATRN %s sasl_username=%s%s%s: %d %s %s", sp->client,
-             *request ? request : "(all domains)", sp->sasl_username ? sp->sasl_username : "",
+             *request ? request : "(all domains)", sp->sasl_username_log,
              *domains ? " domains=" : "", domains, code, enh, text);
     odmrd_reply(sp, code, enh, "%s", text);
+}
+
+/* ATRN warnings are limited per session (a flood of refused ATRNs must
+ * not flood the log): 1 when this one may be logged. */
+static int
+atrn_warn_ok(ODMRD_SESSION *sp)
+{
+    if (sp->atrn_warnings < ODMRD_ATRN_WARN_MAX) {
+        sp->atrn_warnings++;
+        return 1;
+    }
+    if (sp->atrn_warnings++ == ODMRD_ATRN_WARN_MAX)
+        msg_warn("%s: more than %d ATRN warnings in this session: the rest are not logged",
+                 sp->client, ODMRD_ATRN_WARN_MAX);
+    return 0;
 }
 
 #define ATRN_REFUSED 1
@@ -288,7 +303,8 @@ domain_owner_check(ODMRD_SESSION *sp, const char *d)
     case MAP_NOTFOUND:
         return ATRN_REFUSED;
     default:
-        msg_warn("%s: domain_maps lookup of %s: %s", sp->client, d, err ? err : "error");
+        if (atrn_warn_ok(sp))
+            msg_warn("%s: domain_maps lookup of %s: %s", sp->client, d, err ? err : "error");
         free(err);
         return ATRN_TEMPFAIL;
     }
@@ -326,7 +342,7 @@ collect_user_domains(ODMRD_SESSION *sp, DOMAIN_LIST *out)
         case MAP_NOTFOUND:
             break;
         default:
-            msg_warn("%s: user_domain_maps lookup of %s: %s", sp->client, sp->sasl_username,
+            msg_warn("%s: user_domain_maps lookup of %s: %s", sp->client, sp->sasl_username_log,
                      err ? err : "error");
             free(err);
             return ATRN_TEMPFAIL;
@@ -350,9 +366,9 @@ collect_user_domains(ODMRD_SESSION *sp, DOMAIN_LIST *out)
             list_add(out, cand.names[i]);
             break;
         case ATRN_REFUSED:
-            if (sp->user_domain_maps != NULL)
+            if (sp->user_domain_maps != NULL && atrn_warn_ok(sp))
                 msg_warn("%s: user_domain_maps lists %s for %s but domain_maps does not",
-                         sp->client, cand.names[i], sp->sasl_username);
+                         sp->client, cand.names[i], sp->sasl_username_log);
             break;
         default:
             ret = ATRN_TEMPFAIL;
@@ -386,13 +402,22 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
     char *err = NULL;
     int refused = 0, tempfail = 0;
 
+    /* A cap per session: every ATRN may walk the index and look up maps. */
+    if (++sp->atrn_count > (unsigned long) var_odmrd_atrn_command_limit) {
+        msg_warn("%s: too many ATRN commands (odmrd_atrn_command_limit=%ld)", sp->client,
+                 var_odmrd_atrn_command_limit);
+        odmrd_reply(sp, 421, "4.7.0", "%s Error: too many ATRN commands", var_myhostname);
+        (void) stream_flush(sp->stream);
+        odmrd_enter_state(sp, ODMRD_STATE_DONE);
+        return;
+    }
     log_clean(request, sizeof(request), args, strlen(args));
     switch (odmrd_atrn_parse(args, (size_t) var_atrn_domain_limit, &req, &nreq, &why)) {
     case ODMRD_ATRN_OK:
         break;
     default:
         msg_info("%s: ATRN %s sasl_username=%s: 501 %s", sp->client, request,
-                 sp->sasl_username, why);
+                 sp->sasl_username_log, why);
         odmrd_reply(sp, 501, NULL, "%s", why);
         sp->errors++;
         return;
@@ -406,8 +431,9 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
         case 0:
             break;
         case ATRN_REFUSED:
-            msg_warn("%s: ATRN for %s refused: not a domain of sasl_username=%s",
-                     sp->client, dl.names[i], sp->sasl_username);
+            if (atrn_warn_ok(sp))
+                msg_warn("%s: ATRN for %s refused: not a domain of sasl_username=%s",
+                         sp->client, dl.names[i], sp->sasl_username_log);
             refused = 1;
             break;
         default:
@@ -416,7 +442,9 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
         }
     }
     if (refused) {
+        /* Counts toward error_limit: guessing other customers' domains. */
         atrn_answer(sp, request, &dl, 450, "4.7.1", "ATRN request refused");
+        sp->errors++;
         goto out;
     }
     if (tempfail) {
@@ -444,10 +472,10 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
         int fd = queue_lock_domain(sp->queue, dl.names[i], 0, &err);
 
         if (fd < 0) {
-            if (errno == EAGAIN)
+            if (errno == EAGAIN && atrn_warn_ok(sp))
                 msg_warn("%s: ATRN: domain %s is being flushed by another session",
                          sp->client, dl.names[i]);
-            else
+            else if (errno != EAGAIN && atrn_warn_ok(sp))
                 msg_warn("%s: ATRN: cannot lock domain %s: %s", sp->client, dl.names[i],
                          err ? err : "error");
             x_free(&err);
@@ -623,6 +651,34 @@ log_disconnect(ODMRD_SESSION *sp)
         msg_info("disconnect from %s%s commands=%u/%u", sp->client, buf, ok, total);
 }
 
+/* One address may hold at most odmrd_client_connection_count_limit
+ * sessions (spawn's process limit is shared by every client). The slot is
+ * this process's until it exits. 0 when refused (logged). Any problem with
+ * the shared file lets the session in. */
+static int
+session_admitted(ODMRD_SESSION *sp)
+{
+    long limit = var_odmrd_client_connection_count_limit, count = 0;
+    char *err = NULL;
+
+    if (limit == 0)
+        return 1;
+    switch (odmrd_limit_session(var_queue_dir, sp->client_addr, limit, &sp->slot_fd, &count,
+                                &err)) {
+    case 0:
+        return 1;
+    case 1:
+        /* Postfix's smtpd words it so; fail2ban filters know it. */
+        msg_warn("Connection concurrency limit exceeded: %ld from %s for service odmrd"
+                 " (odmrd_client_connection_count_limit=%ld)", count + 1, sp->client, limit);
+        return 0;
+    default:
+        msg_warn("%s: connection count not checked: %s", sp->client, err);
+        free(err);
+        return 1;
+    }
+}
+
 void
 odmrd_server_run(ODMRD_SESSION *sp)
 {
@@ -630,16 +686,35 @@ odmrd_server_run(ODMRD_SESSION *sp)
     char *line = x_malloc(size);
 
     sp->last_verb = "CONNECT";
+    if (!session_admitted(sp)) {
+        odmrd_reply(sp, 421, "4.7.0", "%s Error: too many connections from %s",
+                    var_myhostname, sp->client_addr);
+        (void) stream_flush(sp->stream);
+        free(line);
+        log_disconnect(sp);
+        return;
+    }
     odmrd_reply(sp, 220, NULL, "%s", var_odmr_banner);
 
     while (sp->state == ODMRD_STATE_INITIAL || sp->state == ODMRD_STATE_AUTHENTICATED) {
+        int64_t deadline = sp->start_ms + (int64_t) var_session_timeout * 1000;
         size_t len;
         int flags, ret;
 
+        /* Before AUTH, the short odmrd_pre_auth_timeout (STARTTLS and AUTH
+         * exchanges included): an idle or trickling client holds a process
+         * for a minute, not for session_timeout. */
+        if (sp->state == ODMRD_STATE_INITIAL && sp->pre_auth_deadline < deadline)
+            deadline = sp->pre_auth_deadline;
+        stream_set_deadline(sp->stream, deadline);
         stream_set_timeout(sp->stream, (int) (var_command_timeout * 1000));
         ret = stream_get_line(sp->stream, line, size, &len, &flags);
         if (ret != STREAM_OK || (flags & STREAM_LINE_EOF)) {
-            if (ret == STREAM_TIMEOUT)
+            if (ret == STREAM_TIMEOUT && sp->state == ODMRD_STATE_INITIAL
+                && now_ms() >= sp->pre_auth_deadline)
+                msg_info("timeout before AUTH after %s from %s (odmrd_pre_auth_timeout=%lds)",
+                         sp->last_verb, sp->client, var_odmrd_pre_auth_timeout);
+            else if (ret == STREAM_TIMEOUT)
                 msg_info("timeout after %s from %s", sp->last_verb, sp->client);
             else
                 msg_info("lost connection after %s from %s", sp->last_verb, sp->client);

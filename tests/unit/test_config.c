@@ -187,9 +187,15 @@ test_defaults(void **unused)
     assert_int_equal(var_index_sync, 1);
     assert_int_equal(var_smtputf8_enable, 1);
     assert_string_equal(var_sasl_mechanisms, "CRAM-MD5 SCRAM-SHA-256 PLAIN LOGIN EXTERNAL");
-    assert_string_equal(var_tls_security_level, "none");
-    assert_string_equal(var_tls_cert_file, "");
-    assert_string_equal(var_tls_key_file, "");
+    assert_string_equal(var_tls_security_level, "may");
+    assert_string_equal(var_tls_cert_file, "/etc/ssl/certs/ssl-cert-snakeoil.pem");
+    assert_string_equal(var_tls_key_file, "/etc/ssl/private/ssl-cert-snakeoil.key");
+    assert_int_equal(var_odmrd_client_connection_count_limit, 10);
+    assert_int_equal(var_odmrd_pre_auth_timeout, 60);
+    assert_int_equal(var_odmrd_client_auth_failure_limit, 20);
+    assert_int_equal(var_odmrd_client_user_auth_failure_limit, 5);
+    assert_int_equal(var_odmrd_auth_failure_window, 600);
+    assert_int_equal(var_odmrd_atrn_command_limit, 10);
     assert_string_equal(var_tls_CAfile, "");
     assert_string_equal(var_smtp_tls_security_level, "none");
     assert_string_equal(var_reversed_tls_policy_maps, "");
@@ -535,7 +541,7 @@ test_rules(void **unused)
     assert_int_equal(str_format(want, sizeof(want), "%s, line 1: parameter "
                                 "tls_security_level: level \"may\" needs tls_cert_file and "
                                 "tls_key_file", cf_path()), 0);
-    expect_fatal("tls_security_level = may\n", NULL, want);
+    expect_fatal("tls_security_level = may\ntls_cert_file =\n", NULL, want);
     assert_int_equal(str_format(want, sizeof(want), "%s, line 1: parameter "
                                 "tls_security_level: level \"encrypt\" needs tls_cert_file "
                                 "and tls_key_file", cf_path()), 0);
@@ -543,7 +549,12 @@ test_rules(void **unused)
                  NULL, want);
 
     /* The key file defaults to the certificate file. */
+    /* The key is not $tls_cert_file by default (Debian's snakeoil pair is
+     * two files): a combined file names itself twice. */
     load("tls_security_level = may\ntls_cert_file = /etc/c.pem\n", NULL);
+    assert_string_equal(var_tls_key_file, "/etc/ssl/private/ssl-cert-snakeoil.key");
+    load("tls_security_level = may\ntls_cert_file = /etc/c.pem\ntls_key_file = $tls_cert_file\n",
+         NULL);
     assert_string_equal(var_tls_key_file, "/etc/c.pem");
     load("tls_security_level = may\ntls_cert_file = /c.pem\ntls_key_file = /k.pem\n", NULL);
     assert_string_equal(var_tls_key_file, "/k.pem");
@@ -763,7 +774,7 @@ test_print(void **unused)
          "index_sync = true\n"
          "auth_maps = hash:$config_directory/odmr_passwd\n"
          "odmr_banner = $myhostname ESMTP on-demand mail relay\n"
-         "tls_security_level = NONE\n"
+         "tls_security_level = MAY\n"
          "smtputf8_enable = no\n",
          NULL);
 
@@ -782,7 +793,7 @@ test_print(void **unused)
     assert_non_null(strstr(out, "\nmessage_size_limit = 10k\n"));
     assert_non_null(strstr(out, "\nlog_file =\n"));
     assert_non_null(strstr(out, "\ncommand_timeout = 5m\n"));
-    assert_non_null(strstr(out, "\ntls_security_level = none\n"));
+    assert_non_null(strstr(out, "\ntls_security_level = may\n"));
     for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char name[128];
         const char *eq = strstr(line, " =");
@@ -799,7 +810,7 @@ test_print(void **unused)
         lines++;
     }
     /* One line per variable in config.h. */
-    assert_int_equal(lines, 49);
+    assert_int_equal(lines, 55);
     free(out);
 }
 

@@ -756,6 +756,101 @@ test_scram_server_bad_first(void **state)
     }
 }
 
+/* The server-first-message for user with the fake-salt key (NULL: none):
+ * "s=SALT,i=ITER" (after the nonce) into buf. */
+static void
+scram_salt_of(const char *user, const unsigned char *key, size_t keylen, char *buf,
+              size_t size)
+{
+    SASL_SERVER_CONFIG cfg = base_cfg(0);
+    SASL_SERVER *s;
+    char *c1 = x_asprintf("n,,n=%s,r=abcdef", user), *in = b64(c1), *out = NULL;
+    unsigned char *dec = NULL;
+    size_t len = 0, at;
+
+    cfg.fake_salt_key = key;
+    cfg.fake_salt_key_len = keylen;
+    s = server_new_ok("SCRAM-SHA-256", &cfg);
+    assert_int_equal(sasl_server_step(s, in, &out), SASL_CONTINUE);
+    assert_int_equal(sasl_b64_decode(out, 4096, &dec, &len), 0);
+    for (at = 0; at + 3 < len && memcmp(dec + at, ",s=", 3) != 0; at++)
+        ;
+    assert_true(at + 3 < len);
+    str_copy(buf, (const char *) dec + at + 1, size);
+    free(dec);
+    free(out);
+    free(in);
+    free(c1);
+    sasl_server_free(&s);
+}
+
+/* Users without a SCRAM secret (unknown, or another scheme) get a salt
+ * that is the same at every attempt and the default iteration count, like
+ * a real user: two attempts do not tell them apart. */
+static void
+test_scram_server_fake_salt(void **state)
+{
+    static const unsigned char key[32] = "0123456789abcdef0123456789abcdef";
+    static const unsigned char key2[32] = "x123456789abcdef0123456789abcdef";
+    char a[128], b[128], real[128];
+    SASL_SERVER_CONFIG cfg;
+    SASL_SERVER *s;
+
+    scram_salt_of("nobody", key, sizeof(key), a, sizeof(a));
+    scram_salt_of("nobody", key, sizeof(key), b, sizeof(b));
+    assert_string_equal(a, b);
+    /* Same shape as a real user's: 16 bytes of salt (24 base64), i=4096. */
+    scram_salt_of("scramuser", key, sizeof(key), real, sizeof(real));
+    assert_int_equal(strlen(a), strlen(real));
+    assert_string_equal(strstr(a, ",i="), ",i=4096");
+    assert_string_equal(strstr(real, ",i="), ",i=4096");
+    /* The real user's salt is its own, not the fake one. */
+    scram_salt_of("scramuser", NULL, 0, b, sizeof(b));
+    assert_string_equal(real, b);
+    /* Another user, another key: another salt. */
+    scram_salt_of("nobody2", key, sizeof(key), b, sizeof(b));
+    assert_string_not_equal(a, b);
+    scram_salt_of("nobody", key2, sizeof(key2), b, sizeof(b));
+    assert_string_not_equal(a, b);
+    /* Without a key: random, different each time. */
+    scram_salt_of("nobody", NULL, 0, a, sizeof(a));
+    scram_salt_of("nobody", NULL, 0, b, sizeof(b));
+    assert_string_not_equal(a, b);
+    /* A {CRAM-MD5} user also gets a stable one. */
+    scram_salt_of("cramuser", key, sizeof(key), a, sizeof(a));
+    scram_salt_of("cramuser", key, sizeof(key), b, sizeof(b));
+    assert_string_equal(a, b);
+
+    /* A {PLAIN} user still logs in with SCRAM (keys from the fake salt). */
+    {
+        SASL_CLIENT *c;
+        char *error = NULL, *cout = NULL, *sout = NULL;
+
+        cfg = base_cfg(0);
+        cfg.fake_salt_key = key;
+        cfg.fake_salt_key_len = sizeof(key);
+        s = server_new_ok("SCRAM-SHA-256", &cfg);
+        c = sasl_client_new("SCRAM-SHA-256", "plainuser", "secret", &error);
+        assert_non_null(c);
+        assert_int_equal(sasl_client_step(c, NULL, &cout), SASL_CONTINUE);
+        assert_int_equal(sasl_server_step(s, cout, &sout), SASL_CONTINUE);
+        sasl_wipe_free(&cout);
+        assert_int_equal(sasl_client_step(c, sout, &cout), SASL_CONTINUE);
+        free(sout);
+        sout = NULL;
+        assert_int_equal(sasl_server_step(s, cout, &sout), SASL_CONTINUE);
+        sasl_wipe_free(&cout);
+        assert_int_equal(sasl_client_step(c, sout, &cout), SASL_CONTINUE);
+        free(sout);
+        sout = NULL;
+        assert_int_equal(sasl_server_step(s, cout, &sout), SASL_OK);
+        assert_int_equal(sasl_client_finish(c), SASL_OK);
+        sasl_wipe_free(&cout);
+        sasl_client_free(&c);
+        sasl_server_free(&s);
+    }
+}
+
 static void
 test_scram_server_bad_final(void **state)
 {
@@ -1111,6 +1206,7 @@ main(void)
         cmocka_unit_test(test_scram_server_rfc7677),
         cmocka_unit_test(test_scram_server_bad_first),
         cmocka_unit_test(test_scram_server_bad_final),
+        cmocka_unit_test(test_scram_server_fake_salt),
         cmocka_unit_test(test_plain_server),
         cmocka_unit_test(test_login_server),
         cmocka_unit_test(test_external_server),
