@@ -48,7 +48,7 @@ $(LIB_A): $(LIB_OBJ)
 .SECONDEXPANSION:
 $(BUILD)/bin/%: $$(wildcard src/%/*.c) $$(wildcard src/%/*.h) $(LIB_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Isrc/$* -o $@ $(filter %.c,$^) $(LIB_A) $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -Isrc/$* -o $@ $(filter %.c,$^) $(LIB_A) $(LDLIBS_ALL)
 
 # tests/unit/test_PROG_PART.c also links src/PROG/PROG_PART.c when that exists
 # (program modules without main(), e.g. src/odmrd/odmrd_atrn.c).
@@ -91,6 +91,8 @@ install: all
 	    *) install -m 0755 $(BUILD)/bin/$$p $(DESTDIR)$(LIBEXECDIR)/$$p ;; \
 	    esac; \
 	done
+	install -m 0755 scripts/postfix-odmr-setup $(DESTDIR)$(SBINDIR)/postfix-odmr-setup
+	install -m 0755 scripts/odmr-expire $(DESTDIR)$(LIBEXECDIR)/odmr-expire
 	for m in $(wildcard man/*.8); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man8/; done
 	for m in $(wildcard man/*.5); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man5/; done
 

@@ -184,6 +184,64 @@ queue_xy_fd(QUEUE *q, const char *id, int create, char **error_r)
     return fd;
 }
 
+/*
+ * The queue directory's format stamp: the file "format", one line. A queue
+ * written by a postfix-odmr with another format is refused before anything
+ * in it is touched (after a downgrade, say); a queue without a stamp (new,
+ * or made before stamps existed, which is format 1) gets one. An empty
+ * stamp is one being written by a concurrent opener.
+ */
+#define QUEUE_FORMAT "ODMRQ 1"
+#define QUEUE_FORMAT_FILE "format"
+
+static int
+queue_check_format(QUEUE *q, char **error_r)
+{
+    char buf[64];
+    ssize_t n;
+    int fd;
+
+    fd = openat(q->dir_fd, QUEUE_FORMAT_FILE, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        fd = openat(q->dir_fd, QUEUE_FORMAT_FILE, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                    0600);
+        if (fd >= 0) {
+            n = write(fd, QUEUE_FORMAT "\n", sizeof(QUEUE_FORMAT));
+            if (n != (ssize_t) sizeof(QUEUE_FORMAT) || fsync(fd) < 0 || close(fd) < 0) {
+                queue_error(error_r, "write %s/%s: %m", q->dir, QUEUE_FORMAT_FILE);
+                return -1;
+            }
+            return 0;
+        }
+        if (errno == EEXIST)
+            fd = openat(q->dir_fd, QUEUE_FORMAT_FILE, O_RDONLY | O_CLOEXEC);
+        else if ((q->flags & QUEUE_OPEN_READONLY) && (errno == EACCES || errno == EROFS))
+            return 0;
+    }
+    if (fd < 0) {
+        queue_error(error_r, "open %s/%s: %m", q->dir, QUEUE_FORMAT_FILE);
+        return -1;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    (void) close(fd);
+    if (n < 0) {
+        queue_error(error_r, "read %s/%s: %m", q->dir, QUEUE_FORMAT_FILE);
+        return -1;
+    }
+    buf[n] = 0;
+    buf[strcspn(buf, "\n")] = 0;
+    if (n == 0 || strcmp(buf, QUEUE_FORMAT) == 0)
+        return 0;
+    for (char *p = buf; *p; p++)
+        if (*p < 0x20 || *p > 0x7e)
+            *p = '?';
+    queue_error(error_r,
+                "queue directory %s has format \"%s\" (file %s/%s); this postfix-odmr reads "
+                "\"" QUEUE_FORMAT "\" only: run the postfix-odmr version that wrote the queue",
+                q->dir, buf, q->dir, QUEUE_FORMAT_FILE);
+    return -1;
+}
+
 static int
 queue_open_dirs(QUEUE *q, char **error_r)
 {
@@ -200,6 +258,8 @@ queue_open_dirs(QUEUE *q, char **error_r)
         queue_error(error_r, "open queue directory %s: %m", q->dir);
         return -1;
     }
+    if (queue_check_format(q, error_r) < 0)
+        return -1;
     for (size_t i = 0; i < ODMR_ARRAY_LEN(queue_subdirs); i++) {
         /* Subdirectories are made even without QUEUE_OPEN_CREATE: an
          * administrator who lost db/ must still be able to reindex. */

@@ -166,6 +166,31 @@ else
 fi
 rm -rf "$D3"
 
+# A sandbox directory that user postfix cannot reach (its parent made by
+# mktemp -d, mode 0700) is refused before Postfix starts, naming the
+# directory in the way; with the parent opened up the same path works.
+D4=$(mktemp -d "${TMPDIR:-/tmp}/odmr-test4.XXXXXX")
+if out=$(SANDBOX_SMTP_PORT=$(free_port) SANDBOX_ODMR_PORT=$(free_port) \
+    "$SANDBOX_SCRIPT" start "$D4/sb" --build "$BUILD_DIR" 2>&1); then
+    fail "unreachable directory refused" "started in $D4/sb"
+    "$SANDBOX_SCRIPT" stop "$D4/sb" >/dev/null 2>&1 || true
+elif grep -q "user postfix cannot reach $D4/sb: $D4 is mode 700" <<<"$out" &&
+    ! grep -q 'port taken' <<<"$out"; then
+    ok "unreachable directory refused"
+else
+    fail "unreachable directory refused" "unexpected message: $out"
+fi
+chmod 0711 "$D4"
+if SANDBOX_SMTP_PORT=$(free_port) SANDBOX_ODMR_PORT=$(free_port) \
+    "$SANDBOX_SCRIPT" start "$D4/sb" --build "$BUILD_DIR" >/dev/null 2>&1 &&
+    "$SANDBOX_SCRIPT" stop "$D4/sb" >/dev/null 2>&1; then
+    ok "the same directory works once reachable"
+else
+    fail "the same directory works once reachable" "start or stop failed"
+    "$SANDBOX_SCRIPT" stop "$D4/sb" >/dev/null 2>&1 || true
+fi
+rm -rf "$D4"
+
 # status, stop, start again (passwords kept), stop.
 if "$SANDBOX_SCRIPT" status "$SANDBOX_DIR" | grep -q '^running'; then
     ok "status says running"

@@ -556,8 +556,9 @@ test_concurrent_rebuild(void **state)
             write_file("busy", n % 2 ? old_src : new_src);
             if (run_postmap(spec, NULL) != 0)
                 _exit(1);
-            if (n == 1)
-                (void) write(pipefd[1], "g", 1);
+            /* A failed write shows as the parent's failed read. */
+            if (n == 1 && write(pipefd[1], "g", 1) != 1)
+                _exit(1);
         }
         _exit(0);
     }

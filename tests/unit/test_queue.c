@@ -323,7 +323,7 @@ test_bad_envelopes(void **state)
     assert_int_equal(store(q, "s@x.example", baddomain, 1, "x\r\n", 3, id), -1);
     assert_int_equal(store(q, "s@x.example", crlf, 1, "x\r\n", 3, id), -1);
     assert_int_equal(store(q, "s@x.example\n", crlf + 0, 0, "x\r\n", 3, id), -1);
-    assert_int_equal(count_dir(t->qdir), 5);
+    assert_int_equal(count_dir(t->qdir), 6); /* 5 subdirectories + format */
     assert_int_equal(count_files(q), 0);
     {
         char p[200];
@@ -714,6 +714,42 @@ read_file(const char *path, size_t *len_r)
     close(fd);
     *len_r = (size_t) st.st_size;
     return buf;
+}
+
+/* The format stamp: written at the first open, accepted again, and a
+ * queue stamped with another format is refused by name before anything in
+ * it is touched. */
+static void
+test_format_stamp(void **state)
+{
+    T *t = *state;
+    QUEUE *q = open_q(t);
+    char path[200], *data, *error = NULL;
+    size_t len;
+
+    queue_close(&q);
+    (void) str_format(path, sizeof(path), "%s/format", t->qdir);
+    data = read_file(path, &len);
+    assert_int_equal(len, 8);
+    assert_memory_equal(data, "ODMRQ 1\n", 8);
+    free(data);
+    q = open_q(t);
+    queue_close(&q);
+
+    write_file(path, "ODMRQ 2\n", 8);
+    q = queue_open(t->qdir, QUEUE_OPEN_CREATE, &error);
+    assert_null(q);
+    assert_non_null(error);
+    assert_non_null(strstr(error, "has format \"ODMRQ 2\""));
+    assert_non_null(strstr(error, "reads \"ODMRQ 1\" only"));
+    free(error);
+    error = NULL;
+    q = queue_open(t->qdir, QUEUE_OPEN_READONLY, &error);
+    assert_null(q);
+    free(error);
+    data = read_file(path, &len);
+    assert_memory_equal(data, "ODMRQ 2\n", 8);
+    free(data);
 }
 
 static void
@@ -1145,6 +1181,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_two_domains_one_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reindex, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_format_stamp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
