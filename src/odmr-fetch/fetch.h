@@ -70,8 +70,10 @@ typedef struct fetch_relay_result {
     char reason[256];         /* why, for the log line; "" when fine */
 } FETCH_RELAY_RESULT;
 
-/* The ODMR client session. Returns a FETCH_EXIT_* code and logs one line. */
-int fetch_session(const FETCH_OPTIONS *opt, int *split_r);
+/* The ODMR client session. Returns a FETCH_EXIT_* code and logs one line;
+ * *relay_r tells what the reversed session did (zeroes when there was
+ * none). */
+int fetch_session(const FETCH_OPTIONS *opt, FETCH_RELAY_RESULT *relay_r);
 
 /* Relay the reversed session on provider stream p to the local MTA. */
 void fetch_relay(STREAM *p, const FETCH_OPTIONS *opt, FETCH_RELAY_RESULT *res);

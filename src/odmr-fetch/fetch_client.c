@@ -285,14 +285,9 @@ starttls(CLIENT *c)
     stream_set_timeout(c->s, (int) (o->command_timeout * 1000));
     if (stream_tls_client(c->s, c->ctx, o->tls_servername ? o->tls_servername : o->server_host)
         < 0) {
-        SSL *ssl = (SSL *) stream_tls_ssl(c->s);
-        long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-
-        if (v != X509_V_OK)
-            detail(c, "TLS: server certificate not verified: %s",
-                   X509_verify_cert_error_string(v));
-        else
-            detail(c, "TLS handshake: %s", stream_error_text(c->s));
+        /* OpenSSL's text says "certificate verify failed" when it was the
+         * certificate (SSL_VERIFY_PEER ends the handshake). */
+        detail(c, "TLS handshake: %s", stream_error_text(c->s));
         return FETCH_EXIT_NETWORK;
     }
     if (o->tls_fingerprint != NULL && tls_check_fingerprint(c) < 0)
@@ -460,7 +455,7 @@ session(CLIENT *c)
 }
 
 int
-fetch_session(const FETCH_OPTIONS *opt, int *split_r)
+fetch_session(const FETCH_OPTIONS *opt, FETCH_RELAY_RESULT *relay_r)
 {
     CLIENT c = {.opt = opt, .state = CL_CONNECT};
     int rc;
@@ -474,7 +469,7 @@ fetch_session(const FETCH_OPTIONS *opt, int *split_r)
              c.tls[0] ? "yes" : "no", c.mech ? c.mech : "none", c.relay.messages,
              c.relay.recipients, c.relay.refused, c.relay.split, status_name[rc],
              c.detail[0] ? c.detail : (rc == 0 ? "session completed" : "?"));
-    *split_r = (int) c.relay.split;
+    *relay_r = c.relay;
     if (c.s != NULL)
         stream_close(&c.s, 1);
     if (c.ctx != NULL)

@@ -269,7 +269,7 @@ int
 main(int argc, char **argv)
 {
     const char *password_file = NULL;
-    int ch, use_config = 0, rc = FETCH_EXIT_DELIVERED, delivered = 0;
+    int ch, use_config = 0, rc = FETCH_EXIT_DELIVERED, delivered = 0, local_failed = 0;
     long n;
 
     fds_sanitize();
@@ -432,18 +432,25 @@ main(int argc, char **argv)
     }
     msg_set_cleanup(wipe_password);
 
-    /* Sessions: one, or more while LMTP splitting puts recipients off. */
+    /* Sessions: one, or more while LMTP splitting put recipients off and
+     * the session made progress. A local failure in any session is the
+     * run's outcome; a last session that found nothing left does not undo
+     * the deliveries before it. */
     for (long round = 0; round < opt.max_sessions; round++) {
-        int split = 0;
+        FETCH_RELAY_RESULT relay;
 
-        rc = fetch_session(&opt, &split);
-        if (rc == FETCH_EXIT_DELIVERED)
+        rc = fetch_session(&opt, &relay);
+        if (rc == FETCH_EXIT_DELIVERED || relay.messages > 0)
             delivered = 1;
-        if (rc != FETCH_EXIT_DELIVERED || split == 0)
+        if (rc == FETCH_EXIT_LOCAL)
+            local_failed = 1;
+        if (relay.split == 0 || relay.messages == 0
+            || (rc != FETCH_EXIT_DELIVERED && rc != FETCH_EXIT_LOCAL))
             break;
     }
-    /* A last round that found nothing left does not undo the delivery. */
-    if (delivered && rc == FETCH_EXIT_NOMAIL)
+    if (local_failed)
+        rc = FETCH_EXIT_LOCAL;
+    else if (delivered && rc == FETCH_EXIT_NOMAIL)
         rc = FETCH_EXIT_DELIVERED;
     wipe_password();
     x_free(&opt.server_host);
