@@ -77,7 +77,8 @@
  *         SCRAM-SHA-256 CRAM-MD5 PLAIN LOGIN). EXTERNAL is used only with
  *         --tls-cert, PLAIN and LOGIN only inside TLS.
  *     --helo name
- *         The EHLO name (default: the myhostname parameter).
+ *         The EHLO name (default: the host name; with -c or -o, the
+ *         myhostname parameter of odmr.cf).
  *     --connect-timeout time (default 30s), --timeout time (default 300s)
  *         Connecting (to either side); each reply of the provider before
  *         ATRN and each command of the provider in the reversed session.
