@@ -20,7 +20,7 @@ set -eu
 . "$(dirname "$0")/lib.sh"
 
 require_root
-require_cmd postfix openssl ss
+require_cmd postfix openssl ss swaks postmap
 require_bin odmrd odmr-store odmr-queue odmr-fetch
 
 sandbox_start
@@ -240,6 +240,30 @@ if out_has 'PLAIN and LOGIN need TLS'; then ok "PLAIN is not sent in clear"; els
 fetch may --tls=may -d "smtp:127.0.0.1:$SMTP_SINK_PORT" example.net
 expect "--tls=may without STARTTLS" 1 nomail
 sed -i 's/^tls_security_level = .*/tls_security_level = may/' "$CONFIG_DIR/odmr.cf"
+
+# --- SASL EXTERNAL with a client certificate signed by the test CA -----------------
+TLSD=$SANDBOX_DIR/tls
+openssl req -newkey rsa:2048 -nodes -subj /CN=cust1 -keyout "$TLSD/c1.key" -out "$TLSD/c1.csr" 2>/dev/null
+openssl x509 -req -in "$TLSD/c1.csr" -CA "$TLSD/ca.pem" -CAkey "$TLSD/ca.key" -CAcreateserial \
+    -days 2 -out "$TLSD/c1.pem" 2>/dev/null
+echo "$(openssl x509 -in "$TLSD/c1.pem" -noout -fingerprint -sha256 | cut -d= -f2) cust1" \
+    >"$CONFIG_DIR/odmr_certs"
+postmap -c "$CONFIG_DIR" "hash:$CONFIG_DIR/odmr_certs"
+printf 'tls_CAfile = %s\ntls_cert_user_maps = hash:%s\n' "$TLSD/ca.pem" "$CONFIG_DIR/odmr_certs" \
+    >>"$CONFIG_DIR/odmr.cf"
+smtp_send s@sender.test ext@example.net --header "X-Test-Id: e-m1" >/dev/null || true
+wait_queue_empty 60 || true
+FOUT=$WORK/external.out
+FRC=0
+timeout 60 "$BIN/odmr-fetch" -s "$ODMR_HOST:$ODMR_PORT" --tls-ca-file "$TLS_CA_FILE" \
+    --tls-cert "$TLSD/c1.pem" --tls-key "$TLSD/c1.key" \
+    -d "smtp:127.0.0.1:$SMTP_SINK_PORT" example.net >"$FOUT" 2>&1 || FRC=$?
+expect "SASL EXTERNAL with a client certificate (no password)" 0 delivered
+if out_has 'sasl_method=EXTERNAL, messages=1' && odmr_log_grep 'sasl_method=EXTERNAL, sasl_username=cust1'; then
+    ok "EXTERNAL: odmrd mapped the certificate to cust1"
+else
+    fail "EXTERNAL: odmrd mapped the certificate to cust1" "$(tail -1 "$FOUT")"
+fi
 
 # --- the password is never shown ---------------------------------------------------------
 leak=$(grep -lF -- "$ODMR_PASSWORD_cust1" "$WORK"/*.out "$ODMR_LOG_FILE" "$LOG_FILE" 2>/dev/null || true)
