@@ -6,7 +6,7 @@
 #   make asan            ASan/UBSan build in build-asan/ and its unit tests
 #   make clang           the whole build again with clang (warnings are errors)
 #   make fuzz            libFuzzer targets, run longer (FUZZ_SECONDS=300)
-#   make install DESTDIR=... PREFIX=/usr
+#   make install DESTDIR=... PREFIX=/usr   (odmr-fetch to bin/, admin tools to sbin/)
 #   make man             regenerate man/*.8 from the programs' header comments
 
 CC      ?= cc
@@ -14,6 +14,7 @@ BUILD   ?= build
 PREFIX  ?= /usr
 LIBEXECDIR ?= $(PREFIX)/lib/postfix-odmr
 SBINDIR ?= $(PREFIX)/sbin
+BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
 OPT     ?= -O2 -g
 SAN     ?=
@@ -27,8 +28,10 @@ LIB_OBJ  := $(LIB_SRC:src/lib/%.c=$(BUILD)/lib/%.o)
 LIB_A    := $(BUILD)/libodmr.a
 PROGS    := $(sort $(notdir $(patsubst %/,%,$(wildcard src/odmr*/))))
 PROG_BIN := $(PROGS:%=$(BUILD)/bin/%)
-# Programs the administrator runs go to sbin; the rest are run by Postfix.
+# Programs the administrator runs go to sbin, the customer's to bin (man
+# section 1); the rest are run by Postfix.
 ADMIN_PROGS := odmr-queue odmr-passwd
+USER_PROGS := odmr-fetch
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -58,6 +61,14 @@ $(BUILD)/tests/%: tests/unit/%.c $$(call unit_extra,$$*) $(LIB_A) $(wildcard tes
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -Isrc/$(word 1,$(subst _, ,$(*:test_%=%))) \
 	    -o $@ $(filter %.c,$^) $(LIB_A) $(LDLIBS_ALL) -lcmocka
 
+# tests/unit/test_fetch_*.c link odmr-fetch's modules (all but its main file).
+FETCH_MODS := $(filter-out src/odmr-fetch/odmr-fetch.c,$(wildcard src/odmr-fetch/*.c))
+$(BUILD)/tests/test_fetch_%: tests/unit/test_fetch_%.c $(FETCH_MODS) $(wildcard src/odmr-fetch/*.h) \
+    $(LIB_A) $(wildcard tests/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -Isrc/odmr-fetch \
+	    -o $@ $(filter %.c,$^) $(LIB_A) $(LDLIBS_ALL) -lcmocka -lpthread
+
 check-unit: all
 	BUILD=$(BUILD) tests/run-unit
 
@@ -84,21 +95,30 @@ fuzz-quick:
 	FUZZ_SECONDS=10 tests/fuzz/run
 
 install: all
-	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
+	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
 	for p in $(PROGS); do \
 	    case " $(ADMIN_PROGS) " in \
-	    *" $$p "*) install -m 0755 $(BUILD)/bin/$$p $(DESTDIR)$(SBINDIR)/$$p ;; \
+	    *" $$p "*) install -m 0755 $(BUILD)/bin/$$p $(DESTDIR)$(SBINDIR)/$$p; continue ;; \
+	    esac; \
+	    case " $(USER_PROGS) " in \
+	    *" $$p "*) install -m 0755 $(BUILD)/bin/$$p $(DESTDIR)$(BINDIR)/$$p ;; \
 	    *) install -m 0755 $(BUILD)/bin/$$p $(DESTDIR)$(LIBEXECDIR)/$$p ;; \
 	    esac; \
 	done
 	install -m 0755 scripts/postfix-odmr-setup $(DESTDIR)$(SBINDIR)/postfix-odmr-setup
 	install -m 0755 scripts/odmr-expire $(DESTDIR)$(LIBEXECDIR)/odmr-expire
+	for m in $(wildcard man/*.1); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man1/; done
 	for m in $(wildcard man/*.8); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man8/; done
 	for m in $(wildcard man/*.5); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man5/; done
 
-# Man pages come from the man text at the top of each program's main file.
+# Man pages come from the man text at the top of each program's main file:
+# section 1 for USER_PROGS, 8 for the others.
 man:
-	for p in $(PROGS); do scripts/srctoman src/$$p/$$p.c 8 > man/$$p.8; done
+	for p in $(PROGS); do \
+	    case " $(USER_PROGS) " in *" $$p "*) s=1 ;; *) s=8 ;; esac; \
+	    scripts/srctoman src/$$p/$$p.c $$s > man/$$p.$$s; \
+	done
 
 clean:
 	rm -rf build build-asan build-clang build-fuzz

@@ -10,18 +10,21 @@ require_cmd groff
 for src in "$REPO_DIR"/src/odmr*/; do
     p=$(basename "$src")
     [ -f "$src/$p.c" ] || continue
-    page=$REPO_DIR/man/$p.8
+    # The Makefile's USER_PROGS (section 1); the rest are section 8.
+    s=8
+    if grep -Eq "^USER_PROGS :=.* $p( |\$)" "$REPO_DIR/Makefile"; then s=1; fi
+    page=$REPO_DIR/man/$p.$s
     if [ ! -f "$page" ]; then
-        fail "man: $p.8" "missing (make man)"
+        fail "man: $p.$s" "missing (make man)"
         continue
     fi
-    if /usr/bin/python3 "$REPO_DIR/scripts/srctoman" "$src/$p.c" 8 | cmp -s - "$page"; then
-        ok "man: $p.8 is current"
+    if /usr/bin/python3 "$REPO_DIR/scripts/srctoman" "$src/$p.c" "$s" | cmp -s - "$page"; then
+        ok "man: $p.$s is current"
     else
-        fail "man: $p.8 is current" "run make man"
+        fail "man: $p.$s is current" "run make man"
     fi
     warnings=$(groff -man -Tutf8 -ww -z "$page" 2>&1 || true)
-    if [ -z "$warnings" ]; then ok "man: $p.8 renders cleanly"; else fail "man: $p.8 renders" "$warnings"; fi
+    if [ -z "$warnings" ]; then ok "man: $p.$s renders cleanly"; else fail "man: $p.$s renders" "$warnings"; fi
 done
 for page in "$REPO_DIR"/man/*.5 "$REPO_DIR"/man/postfix-odmr-setup.8; do
     p=$(basename "$page")

@@ -1,0 +1,461 @@
+/*
+ * fetch_relay.c - the reversed session: odmr-fetch between the provider
+ * (now the SMTP client) and the local MTA (SMTP or LMTP server).
+ *
+ * A proxy, one command at a time: read a command line from the provider,
+ * send it to the local MTA, read the local MTA's reply and send it back
+ * unchanged. Replies of the local MTA are what the provider sees, so
+ * nothing is accepted that the local MTA did not accept. Provider commands
+ * pipelined (RFC 2920) are answered in order; each waits for the reply to
+ * the one before.
+ *
+ * What is not passed through:
+ *   - STARTTLS, BDAT, AUTH, XCLIENT, XFORWARD, ATRN, ETRN, TURN from the
+ *     provider: answered here with 502 (the provider's STARTTLS would
+ *     otherwise start a handshake with the local MTA that the provider
+ *     cannot finish: fetchmail's hang). The matching EHLO keywords are
+ *     taken out of the local MTA's EHLO reply.
+ *   - LMTP: EHLO and HELO go out as LHLO (HELO's reply is cut to its first
+ *     line). LMTP answers the final dot once per accepted recipient (RFC
+ *     2033 section 4.2) and the provider expects one reply: so a
+ *     transaction carries one recipient. Once a RCPT of this transaction
+ *     was accepted, every further RCPT gets "452 4.5.3" from us (RFC 5321
+ *     section 4.5.3.1.10: the client sends it again later), and the dot's
+ *     single LMTP reply is the dot reply. Nothing is lost and nothing is
+ *     delivered twice: the put-off recipients stay with the provider and
+ *     odmr-fetch collects again (see --max-sessions).
+ *
+ * Message content: lines are copied as they come, with their own line
+ * ends (CRLF, or a bare LF passed as is), dot-stuffing untouched, until
+ * the line "." that ends it. Only then does the local MTA see the final
+ * dot: a provider that fails in the middle leaves the local MTA with an
+ * unfinished transaction, which it discards.
+ *
+ * Timeouts are per side: local_timeout for each local reply (data_timeout
+ * for the final dot's), command_timeout for the provider's next command,
+ * data_timeout while the provider sends content. A local MTA that fails
+ * gets the provider a 421 (451 after the content was read) and ends the
+ * session; the provider keeps the mail.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fetch.h"
+#include "log.h"
+#include "smtp.h"
+#include "stream.h"
+#include "util.h"
+
+#define RELAY_REPLY_LINES 64   /* EHLO lines kept; more are dropped */
+#define RELAY_REPLY_LINE_MAX 1024
+#define RELAY_DATA_BUF 16384
+
+typedef enum {
+    RELAY_GREETING = 0, /* waiting for the local MTA's 220 */
+    RELAY_COMMAND,      /* waiting for the provider's next command */
+    RELAY_LOCAL_REPLY,  /* waiting for the local MTA's reply to a command */
+    RELAY_CONTENT,      /* copying message content */
+    RELAY_DOT_REPLY,    /* waiting for the local MTA's reply to the dot */
+    RELAY_QUIT,
+    RELAY_DONE,
+} RELAY_STATE;
+
+static const char *const relay_state_name[] = {
+    "greeting", "command", "local reply", "message content", "end of data", "QUIT", "done",
+};
+
+typedef struct relay {
+    STREAM *p;           /* provider */
+    STREAM *l;           /* local MTA, NULL until connected */
+    const FETCH_OPTIONS *opt;
+    FETCH_RELAY_RESULT *res;
+    RELAY_STATE state;
+    char local_peer[300];
+    int rcpt_ok;         /* recipients accepted in this transaction */
+    char *line;          /* provider command line buffer */
+} RELAY;
+
+static void
+relay_enter(RELAY *r, RELAY_STATE st)
+{
+    if (msg_verbose > 1)
+        msg_debug("relay: state %s -> %s", relay_state_name[r->state], relay_state_name[st]);
+    r->state = st;
+}
+
+/* Note a local failure once (the first reason wins). */
+static void ODMR_PRINTF(2, 3)
+local_fail(RELAY *r, const char *fmt, ...)
+{
+    va_list ap;
+
+    r->res->local_failed = 1;
+    if (r->res->reason[0] != 0)
+        return;
+    va_start(ap, fmt);
+    (void) vsnprintf(r->res->reason, sizeof(r->res->reason), fmt, ap);
+    va_end(ap);
+}
+
+static void
+provider_fail(RELAY *r)
+{
+    r->res->provider_failed = 1;
+    if (r->res->reason[0] == 0)
+        (void) snprintf(r->res->reason, sizeof(r->res->reason), "provider: %s in state %s",
+                        stream_error_text(r->p), relay_state_name[r->state]);
+}
+
+static void
+set_local_timeout(RELAY *r, long seconds)
+{
+    if (r->l != NULL)
+        stream_set_timeout(r->l, (int) (seconds * 1000));
+}
+
+/*
+ * Read one reply from the local MTA. Lines (without their end) go into
+ * lines[] (up to RELAY_REPLY_LINES; the rest are read and dropped). 0 and
+ * *code_r, or -1 on failure (local_fail recorded).
+ */
+typedef struct {
+    char text[RELAY_REPLY_LINES][RELAY_REPLY_LINE_MAX];
+    size_t len[RELAY_REPLY_LINES];
+    int n;
+    int code;
+} RELAY_REPLY;
+
+static int
+local_reply(RELAY *r, RELAY_REPLY *rep)
+{
+    SMTP_REPLY parsed;
+    char buf[RELAY_REPLY_LINE_MAX];
+    size_t len;
+    int flags, ret;
+
+    smtp_reply_init(&parsed);
+    rep->n = 0;
+    rep->code = 0;
+    for (;;) {
+        ret = stream_get_line(r->l, buf, sizeof(buf), &len, &flags);
+        if (ret != STREAM_OK) {
+            local_fail(r, "local MTA: %s", ret == STREAM_EOF ? "lost connection"
+                                          : stream_error_text(r->l));
+            return -1;
+        }
+        if (flags & STREAM_LINE_PARTIAL) {
+            /* Over-long reply line: keep the start, drop the rest. */
+            char junk[RELAY_REPLY_LINE_MAX];
+            size_t jl;
+            int jf = STREAM_LINE_PARTIAL;
+
+            while (jf & STREAM_LINE_PARTIAL)
+                if (stream_get_line(r->l, junk, sizeof(junk), &jl, &jf) != STREAM_OK) {
+                    local_fail(r, "local MTA: %s", "lost connection");
+                    return -1;
+                }
+        }
+        ret = smtp_reply_feed(&parsed, buf, len);
+        if (ret < 0) {
+            char clean[LOG_CLEAN_BUFSIZE];
+
+            local_fail(r, "local MTA: malformed reply \"%s\"",
+                       log_clean(clean, sizeof(clean), buf, len));
+            return -1;
+        }
+        if (rep->n < RELAY_REPLY_LINES) {
+            memcpy(rep->text[rep->n], buf, len + 1);
+            rep->len[rep->n] = len;
+            rep->n++;
+        }
+        if (ret == 1)
+            break;
+    }
+    rep->code = parsed.code;
+    return 0;
+}
+
+/* Send the reply to the provider as read; with filter_ehlo, without the
+ * keywords we do not relay; with first_only, as one line. */
+static void
+provider_reply(RELAY *r, const RELAY_REPLY *rep, int filter_ehlo, int first_only)
+{
+    int keep[RELAY_REPLY_LINES];
+    int last = -1;
+
+    for (int i = 0; i < rep->n; i++) {
+        keep[i] = !(filter_ehlo && i > 0 && rep->len[i] > 4 && fetch_ehlo_drop(rep->text[i] + 4));
+        if (first_only && i > 0)
+            keep[i] = 0;
+        if (keep[i])
+            last = i;
+    }
+    for (int i = 0; i < rep->n; i++) {
+        if (!keep[i])
+            continue;
+        if (rep->len[i] >= 4) {
+            /* Our own separator: the last line kept ends the reply. */
+            (void) stream_write(r->p, rep->text[i], 3);
+            (void) stream_write(r->p, i == last ? " " : "-", 1);
+            (void) stream_write(r->p, rep->text[i] + 4, rep->len[i] - 4);
+        } else {
+            (void) stream_write(r->p, rep->text[i], rep->len[i]);
+        }
+        (void) stream_write(r->p, "\r\n", 2);
+    }
+}
+
+/* Our own reply to the provider. */
+static void
+own_reply(RELAY *r, const char *text)
+{
+    (void) stream_puts(r->p, text);
+    (void) stream_write(r->p, "\r\n", 2);
+}
+
+/* Send a command line to the local MTA and relay its reply. 0, or -1
+ * when the local MTA failed (the provider got a 421). */
+static int
+local_command(RELAY *r, const char *line, size_t len, RELAY_REPLY *rep, int filter_ehlo,
+              int first_only)
+{
+    relay_enter(r, RELAY_LOCAL_REPLY);
+    set_local_timeout(r, r->opt->local_timeout);
+    if (stream_write(r->l, line, len) < 0 || stream_write(r->l, "\r\n", 2) < 0
+        || local_reply(r, rep) < 0) {
+        local_fail(r, "local MTA: %s", stream_error_text(r->l));
+        own_reply(r, "421 4.4.2 local mail system not responding, try again later");
+        return -1;
+    }
+    provider_reply(r, rep, filter_ehlo, first_only);
+    return 0;
+}
+
+/* Copy the content from the provider to the local MTA until the final
+ * dot. 1: the dot was read and sent on; 0: the local MTA failed meanwhile
+ * (the content was read to its end anyway); -1: the provider failed. */
+static int
+relay_content(RELAY *r)
+{
+    char *buf = x_malloc(RELAY_DATA_BUF);
+    int at_line_start = 1, local_ok = 1, ret = -1;
+    size_t len;
+    int flags;
+
+    relay_enter(r, RELAY_CONTENT);
+    stream_set_timeout(r->p, (int) (r->opt->data_timeout * 1000));
+    set_local_timeout(r, r->opt->local_timeout);
+    for (;;) {
+        int rc = stream_get_line(r->p, buf, RELAY_DATA_BUF, &len, &flags);
+        const char *end = "";
+
+        if (rc != STREAM_OK) {
+            provider_fail(r);
+            goto out;
+        }
+        if (at_line_start && len == 1 && buf[0] == '.'
+            && (flags & (STREAM_LINE_CRLF | STREAM_LINE_LF))) {
+            if (local_ok && (stream_write(r->l, ".\r\n", 3) < 0 || stream_flush(r->l) < 0))
+                local_ok = 0;
+            ret = local_ok;
+            goto out;
+        }
+        if (flags & STREAM_LINE_CRLF)
+            end = "\r\n";
+        else if (flags & STREAM_LINE_LF)
+            end = "\n";
+        at_line_start = (flags & (STREAM_LINE_CRLF | STREAM_LINE_LF)) != 0;
+        if (local_ok && (stream_write(r->l, buf, len) < 0
+                         || stream_write(r->l, end, strlen(end)) < 0))
+            local_ok = 0;
+        if (flags & STREAM_LINE_EOF) {
+            provider_fail(r);
+            goto out;
+        }
+    }
+out:
+    if (!local_ok)
+        local_fail(r, "local MTA: %s while sending message content", stream_error_text(r->l));
+    free(buf);
+    return ret;
+}
+
+/* DATA: 354 from the local MTA, the content, the dot's reply. */
+static int
+relay_data(RELAY *r, const char *line, size_t len)
+{
+    RELAY_REPLY *rep = x_malloc(sizeof(*rep));
+    int ret = -1, c;
+
+    if (local_command(r, line, len, rep, 0, 0) < 0)
+        goto out;
+    if (rep->code != 354) {
+        if (rep->code >= 400)
+            r->res->refused++;
+        ret = 0;
+        goto out;
+    }
+    c = relay_content(r);
+    if (c < 0)
+        goto out;
+    if (c == 0) {
+        own_reply(r, "451 4.4.2 local mail system failed during the message, try again later");
+        goto out;
+    }
+    relay_enter(r, RELAY_DOT_REPLY);
+    set_local_timeout(r, r->opt->data_timeout);
+    if (local_reply(r, rep) < 0) {
+        own_reply(r, "451 4.4.2 local mail system did not answer the end of data, "
+                     "try again later");
+        goto out;
+    }
+    provider_reply(r, rep, 0, 0);
+    if (rep->code >= 200 && rep->code < 300) {
+        r->res->messages++;
+        r->res->recipients += (unsigned long) r->rcpt_ok;
+    } else {
+        r->res->refused++;
+    }
+    r->rcpt_ok = 0;
+    ret = 0;
+out:
+    free(rep);
+    return ret;
+}
+
+/* Verbs answered here, never passed to the local MTA. */
+static const char *const refused_verbs[] = {
+    "STARTTLS", "BDAT", "AUTH", "XCLIENT", "XFORWARD", "ATRN", "ETRN", "TURN",
+};
+
+/* One provider command. 0 go on, 1 session over (QUIT), -1 failure. */
+static int
+relay_command(RELAY *r, const char *line, size_t len)
+{
+    RELAY_REPLY *rep = x_malloc(sizeof(*rep));
+    SMTP_CMD cmd;
+    int ret = 0;
+
+    if (smtp_cmd_split(line, len, &cmd) < 0) {
+        own_reply(r, "500 5.5.2 Error: bad syntax");
+        goto out;
+    }
+    for (size_t i = 0; i < ODMR_ARRAY_LEN(refused_verbs); i++)
+        if (strcmp(cmd.verb, refused_verbs[i]) == 0) {
+            /* Not offered: the provider's STARTTLS must not reach the
+             * local MTA (the session is already encrypted, or was not
+             * meant to be by us). */
+            own_reply(r, "502 5.5.1 Error: command not implemented");
+            goto out;
+        }
+    if (strcmp(cmd.verb, "EHLO") == 0 || strcmp(cmd.verb, "HELO") == 0) {
+        int helo = strcmp(cmd.verb, "HELO") == 0;
+
+        if (r->opt->local_lmtp) {
+            char *lhlo = x_asprintf("LHLO %s", cmd.args);
+
+            ret = local_command(r, lhlo, strlen(lhlo), rep, 1, helo);
+            free(lhlo);
+        } else {
+            ret = local_command(r, line, len, rep, 1, 0);
+        }
+        r->rcpt_ok = 0;
+    } else if (strcmp(cmd.verb, "RCPT") == 0) {
+        if (r->opt->local_lmtp && r->rcpt_ok > 0) {
+            r->res->split++;
+            own_reply(r, "452 4.5.3 Error: one recipient per transaction here, "
+                         "send the others again");
+            goto out;
+        }
+        ret = local_command(r, line, len, rep, 0, 0);
+        if (ret == 0 && rep->code >= 200 && rep->code < 300)
+            r->rcpt_ok++;
+        else if (ret == 0)
+            r->res->refused++;
+    } else if (strcmp(cmd.verb, "DATA") == 0) {
+        ret = relay_data(r, line, len);
+    } else if (strcmp(cmd.verb, "QUIT") == 0) {
+        relay_enter(r, RELAY_QUIT);
+        set_local_timeout(r, r->opt->local_timeout);
+        if (stream_puts(r->l, "QUIT\r\n") < 0 || local_reply(r, rep) < 0)
+            own_reply(r, "221 2.0.0 Bye");
+        else
+            provider_reply(r, rep, 0, 0);
+        ret = 1;
+    } else {
+        /* MAIL, RSET, NOOP, VRFY, ... as they are. */
+        if (strcmp(cmd.verb, "MAIL") == 0 || strcmp(cmd.verb, "RSET") == 0)
+            r->rcpt_ok = 0;
+        ret = local_command(r, line, len, rep, 0, 0);
+        if (ret == 0 && strcmp(cmd.verb, "MAIL") == 0 && rep->code >= 400)
+            r->res->refused++;
+    }
+out:
+    free(rep);
+    return ret;
+}
+
+void
+fetch_relay(STREAM *p, const FETCH_OPTIONS *opt, FETCH_RELAY_RESULT *res)
+{
+    RELAY r = {.p = p, .opt = opt, .res = res, .state = RELAY_GREETING};
+    RELAY_REPLY *rep = x_malloc(sizeof(*rep));
+    char *error = NULL;
+    size_t len;
+    int fd, flags, rc;
+
+    memset(res, 0, sizeof(*res));
+    r.line = x_malloc(opt->line_max + 1);
+    fd = fetch_connect(opt->local_host, opt->local_port, opt->local_path,
+                       (int) (opt->connect_timeout * 1000), r.local_peer,
+                       sizeof(r.local_peer), &error);
+    if (fd < 0) {
+        local_fail(&r, "local MTA: %s", error);
+        own_reply(&r, "421 4.3.0 local mail system unavailable, try again later");
+        (void) stream_flush(p);
+        goto done;
+    }
+    r.l = stream_open(fd, fd);
+    set_local_timeout(&r, opt->local_timeout);
+    if (local_reply(&r, rep) < 0) {
+        own_reply(&r, "421 4.3.0 local mail system unavailable, try again later");
+        (void) stream_flush(p);
+        goto done;
+    }
+    /* The local MTA's greeting is ours. A refusal (554) goes to the
+     * provider as well; it will QUIT. */
+    provider_reply(&r, rep, 0, 0);
+    if (rep->code != 220)
+        local_fail(&r, "local MTA greeting: %.3s", rep->text[0]);
+    for (;;) {
+        relay_enter(&r, RELAY_COMMAND);
+        stream_set_timeout(p, (int) (opt->command_timeout * 1000));
+        rc = stream_get_line(p, r.line, opt->line_max + 1, &len, &flags);
+        if (rc != STREAM_OK) {
+            provider_fail(&r);
+            break;
+        }
+        if (flags & STREAM_LINE_PARTIAL) {
+            while ((flags & STREAM_LINE_PARTIAL)
+                   && stream_get_line(p, r.line, opt->line_max + 1, &len, &flags) == STREAM_OK)
+                ;
+            own_reply(&r, "500 5.5.0 Error: line too long");
+            continue;
+        }
+        rc = relay_command(&r, r.line, len);
+        if (rc != 0)
+            break;
+    }
+    (void) stream_flush(p);
+    relay_enter(&r, RELAY_DONE);
+done:
+    if (r.l != NULL)
+        stream_close(&r.l, 1);
+    x_free(&error);
+    free(r.line);
+    free(rep);
+}
