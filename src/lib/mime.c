@@ -896,6 +896,11 @@ entity(MIME_CTX *c, int dflt_ctype, int dflt_stype, int depth, int is_message,
         return ctx_impossible(c, "internal error: header does not fit");
     if ((r = emit_headers(c, &e, 1, add)) != 0)
         return r;
+    /* Headers that ended at a line of text, not at an empty line: put the
+     * empty line in, or the first encoded line could read as a header
+     * ("=E9: x") and the added ones would no longer end the block. */
+    if (e.body_off == e.sep_off && wr_eol(&c->wr) < 0)
+        return ctx_syserr(c, "write converted content");
     return body(c, BODY_QP, term, &has8);
 }
 

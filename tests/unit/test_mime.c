@@ -674,7 +674,7 @@ static void
 test_nesting(void **state)
 {
     BUF msg = {0}, t;
-    char line[64];
+    char line[128];
 
     for (int i = 0; i <= MIME_NESTING_MAX; i++) {
         snprintf(line, sizeof(line), "Content-Type: multipart/mixed; boundary=b%dx\n\n--b%dx\n", i, i);
