@@ -546,7 +546,11 @@ test_long_lines(void **state)
     buf_str(&msg, " \n\xe9");
     for (int i = 0; i < 200; i++)
         buf_str(&msg, "-");
-    buf_str(&msg, "b\n--b--\n");
+    buf_str(&msg, "b\n");
+    /* 75 characters fill an output line: the soft break falls before "--b" */
+    for (int i = 0; i < 75; i++)
+        buf_str(&msg, "z");
+    buf_str(&msg, "--b trap\n--b--\n");
 
     t = convert_ok(msg.buf, 76);
     body = slice(&t, "Content-Transfer-Encoding: quoted-printable\r\n\r\n", "\r\n--b--\r\n");
@@ -559,6 +563,10 @@ test_long_lines(void **state)
     for (int i = 0; i < 200; i++)
         buf_str(&line, "-");
     buf_str(&line, "b\r\n");
+    for (int i = 0; i < 75; i++)
+        buf_str(&line, "z");
+    buf_str(&line, "--b trap\r\n");
+    assert_non_null(strstr(t.buf, "zzz=\r\n=2D-b trap\r\n"));
     assert_int_equal(dec.len, line.len);
     assert_memory_equal(dec.buf, line.buf, line.len);
     /* Only the real delimiters start with "--b". */
