@@ -304,6 +304,14 @@ ctx_syserr(MIME_CTX *c, const char *what)
     return -1;
 }
 
+/* The file changed between the look-ahead and the second reading. */
+static int
+ctx_changed(MIME_CTX *c)
+{
+    errno = EIO;
+    return ctx_syserr(c, "read message content: changed while converting");
+}
+
 static int
 ctx_piece(MIME_CTX *c, const char **p, size_t *n, int *eol)
 {
@@ -640,7 +648,7 @@ emit_headers(MIME_CTX *c, const MIME_ENTITY *e, int drop_cte, const char *add)
     rd_seek(&c->rd, e->hdr_off);
     while (rd_tell(&c->rd) < e->sep_off) {
         if ((r = ctx_piece(c, &p, &n, &eol)) <= 0)
-            return r < 0 ? -1 : ctx_syserr(c, "header block shrank while reading");
+            return r < 0 ? -1 : ctx_changed(c);
         if (!(n > 0 && (p[0] == ' ' || p[0] == '\t')) && (nl = header_name_len(p, n)) > 0)
             skip = drop_cte && header_kind(p, nl) == H_CTE;
         for (;;) {
@@ -649,7 +657,7 @@ emit_headers(MIME_CTX *c, const MIME_ENTITY *e, int drop_cte, const char *add)
             if (eol)
                 break;
             if ((r = ctx_piece(c, &p, &n, &eol)) <= 0)
-                return r < 0 ? -1 : ctx_syserr(c, "header block shrank while reading");
+                return r < 0 ? -1 : ctx_changed(c);
         }
         if (!skip && wr_eol(&c->wr) < 0)
             return ctx_syserr(c, "write converted content");
