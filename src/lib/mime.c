@@ -948,10 +948,18 @@ mime_has_8bit(int fd, off_t offset, long long length, char **error_r)
 int
 mime_downgrade(int in_fd, off_t offset, long long length, int out_fd, char **error_r)
 {
-    MIME_CTX *c = x_calloc(1, sizeof(*c));
+    MIME_CTX *c = x_malloc(sizeof(*c)); /* the buffers need no zeroing */
     MIME_TERM term;
     int r;
 
+    c->error = NULL;
+    c->nbound = 0;
+    c->hlen = c->qlen = 0;
+    c->qsoft = 0;
+    c->rd.win = 0;
+    c->rd.start = c->rd.end = 0;
+    c->rd.done = 0;
+    c->wr.len = 0;
     c->rd.fd = in_fd;
     c->rd.base = offset;
     c->rd.length = length < 0 ? 0 : length;

@@ -5,7 +5,7 @@
  * Input and output are the queue file's wire form of the content: CRLF
  * lines, dot-stuffed, ending with the line ".". The converter streams: it
  * reads the input with pread(2) through one fixed buffer and writes through
- * another, so memory does not grow with the message (about 150 KB in all,
+ * another, so memory does not grow with the message (about 170 KB in all,
  * whatever the size). It reads the headers and the body of each leaf part
  * twice (a look-ahead decides whether the part needs converting before its
  * headers go out).
