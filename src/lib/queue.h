@@ -57,11 +57,10 @@
  *
  * INDEX: Berkeley DB btree with sorted duplicates: key = lower-cased
  * recipient domain (no NUL), data = queue ID. IDs sort by arrival time,
- * so a flush sends the oldest first. Environment opened with DB_REGISTER |
- * DB_RECOVER (recovery runs only when a process died inside the
- * environment), automatic deadlock detection, DB_LOG_AUTO_REMOVE. Every
- * operation retries on DB_LOCK_DEADLOCK. Index entries whose file is gone
- * are dropped by the next flush of that domain.
+ * so a flush sends the oldest first. Environment opened as described under
+ * CRASH RECOVERY, DB_LOG_AUTO_REMOVE. Every operation retries on lock
+ * conflicts. Index entries whose file is gone are dropped by the next flush
+ * of that domain.
  *
  * IDs: 14 upper-case hex digits of microseconds since the epoch (12 would
  * wrap every 8.9 years; 14 last until 2254), followed by 4 random hex
@@ -71,14 +70,59 @@
  * where unsupported), so a colliding ID can never replace a queued message;
  * on a collision the ID is redrawn.
  *
- * CRASH RECOVERY. DB_REGISTER notices a process that died inside the
- * environment; the next opener runs recovery and every other process then
- * gets DB_RUNRECOVERY, on which the library closes and reopens the
- * environment and retries (once per operation). A lock wait ends after
- * lock_timeout (a dead holder would otherwise block it forever) and is
- * handled the same way. DB_REGISTER allows one environment handle per
- * process: open the queue once per process, and never use a QUEUE in a
- * child after fork(2).
+ * CRASH RECOVERY. Every program (odmr-store, odmr-enqueue, odmrd, odmr-queue)
+ * is a process of its own that may be killed at any instruction, also
+ * inside Berkeley DB. A crashed process must cost the others a pause, never
+ * a failure: under load, recovery run by whichever process opened next
+ * while the rest failed to join (and, exiting, looked dead in turn) was
+ * seen to refuse deliveries for minutes. So:
+ *   - One opener at a time. Opening the environment and index.db happens
+ *     under an exclusive fcntl (OFD) lock on db/odmr-open.lock, waited for
+ *     up to QUEUE_OPEN_WAIT_S seconds. Nobody attaches to the regions while
+ *     another process creates, checks or recovers them, so "unable to join
+ *     the environment" (BDB1546, EAGAIN) cannot happen between our own
+ *     processes; a process that still sees EAGAIN or a busy environment
+ *     waits and tries again until the deadline. The kernel drops the lock
+ *     of a process killed while holding it.
+ *   - Dead processes are found by DB_REGISTER (each process holds an fcntl
+ *     lock on its slot of db/__db.register; the kernel drops it at death)
+ *     and cleaned up by failchk, not by recovery: the environment is made
+ *     with a thread table (set_thread_count) and opened with DB_FAILCHK and
+ *     an is_alive callback (kill(pid, 0)). failchk aborts the dead
+ *     process's transactions and releases its locks while everybody else
+ *     goes on. A process lock-waiting on a dead holder (no opener came by)
+ *     runs failchk itself after QUEUE_FAILCHK_AFTER_MS of conflicts.
+ *   - Full recovery only when failchk cannot clean up: the process died
+ *     inside the library holding a latch (or the environment is panicked
+ *     for another reason, or was made without a thread table by an older
+ *     version). The opener that finds this recovers under the open lock
+ *     (DB_RECOVER; when the registry does not ask for it, by starting a new
+ *     db/__db.register): Berkeley DB panics the old regions, so every
+ *     process still attached gets DB_RUNRECOVERY at its next call, closes
+ *     its handle and reopens, i.e. waits behind the open lock until the
+ *     recovery is done, then repeats the operation (every transaction body
+ *     is repeatable, and adding or removing an index entry twice is
+ *     harmless). An operation gives up only when the environment cannot be
+ *     opened before its deadline: then the disk or the index is really
+ *     unusable, and the error says which.
+ * Crash cases, with the durability order above:
+ *   killed outside Berkeley DB (writing or fsyncing the file, talking to a
+ *     peer): failchk at the next open; nothing of the index changes. An
+ *     unindexed file in msg/ is an orphan reindex puts back (no 250 given).
+ *   killed inside an index transaction (between txn_begin and commit):
+ *     failchk aborts it; the message was not acknowledged.
+ *   killed inside a library call holding a latch (e.g. writing the log):
+ *     recovery; committed transactions are redone from the log, the rest
+ *     undone. A commit whose log_flush returned is durable either way.
+ *   killed after the index commit, before the reply: the message is held;
+ *     the sender retries: a duplicate, never a loss.
+ *   killed while recovering, or holding the open lock: the lock is
+ *     dropped, the registry slot stays unlocked, the next opener recovers
+ *     again (recovery is idempotent).
+ * The registry allows one environment handle per process: open the queue
+ * once per process, and never use a QUEUE in a child after fork(2).
+ * A pid reused by an unrelated process looks alive to failchk; its locks
+ * then stay until a lock timeout or a later recovery.
  *
  * GROUP COMMIT. Index transactions commit without waiting for the disk and
  * then flush the log (when index_sync = yes) before returning, so page
