@@ -409,6 +409,7 @@ queue_env_open(QUEUE *q, char **error_r)
 
         if ((lock_fd = queue_open_lock(q, deadline, error_r)) < 0)
             break;
+        queue_fault("open-locked");
         ret = queue_env_try(q, home, 0, &error);
         /* Panicked, and no dead registrant made this open recover it; or
          * an environment without a thread table (made by an older
@@ -577,6 +578,8 @@ queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
                                     | ((flags & QUEUE_TXN_READ) ? DB_READ_COMMITTED : 0));
         if (ret == 0) {
             ret = fn(q, txn, ctx);
+            if (ret == 0 && (flags & QUEUE_TXN_DURABLE))
+                queue_fault("index-txn"); /* holding the page write locks */
             if (ret == 0)
                 ret = txn->commit(txn, DB_TXN_NOSYNC);
             else

@@ -281,7 +281,10 @@ int queue_reindex(QUEUE *q, size_t *files_r, size_t *entries_r, size_t *damaged_
 
 /* Fault injection (tests only): when var_test_fault_point equals point,
  * the process kills itself with SIGKILL. Points in the queue library:
- * "before-fsync", "after-fsync", "after-rename", "after-index". */
+ * "before-fsync", "after-fsync", "after-rename", "after-index" (the commit
+ * order), "open-locked" (holding the open lock, before the environment is
+ * opened), "index-txn" (inside an index transaction that adds, holding its
+ * write locks, before the commit). */
 void queue_fault(const char *point);
 
 void queue_env_free(QUEUE_ENV *env); /* frees members, not env itself */

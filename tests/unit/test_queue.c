@@ -1025,10 +1025,10 @@ test_dead_txn_open_process(void **state)
     alarm(0);
 }
 
-/* A live process panics the environment (as failchk does when a process
- * died inside Berkeley DB) and closes its handle cleanly, so the registry
- * shows nobody dead: a process already inside gets DB_RUNRECOVERY, reopens,
- * recovers and repeats its operation; the index keeps what was committed. */
+/* Another process panics the environment (as failchk does when a process
+ * died inside Berkeley DB) and leaves: a process already inside gets
+ * DB_RUNRECOVERY, reopens (which recovers) and repeats its operation
+ * without an error; the index keeps what was committed. */
 static void
 test_panicked_environment(void **state)
 {
