@@ -343,13 +343,18 @@ queue_env_try(QUEUE *q, const char *home, int recover, char **error_r)
     (void) env->set_lk_max_lockers(env, QUEUE_LOCKER_MAX);
     (void) env->set_lg_max(env, QUEUE_LOG_FILE_MAX);
     (void) env->log_set_config(env, DB_LOG_AUTO_REMOVE, 1);
+    /* For failchk by a lock waiter (queue_txn_run). Not DB_FAILCHK at the
+     * open: Berkeley DB 5.3's failchk for a dead registrant attaches the
+     * regions first and spins for ever on a region mutex the dead process
+     * held (seen under kill -9: an opener spinning in __env_set_state,
+     * holding the open lock). Recovery never waits for that mutex. */
     (void) env->set_thread_count(env, QUEUE_THREAD_MAX);
     (void) env->set_isalive(env, queue_is_alive);
     if (!var_index_sync)
         (void) env->set_flags(env, DB_TXN_NOSYNC, 1);
     ret = env->open(env, home,
                     DB_CREATE | DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL
-                        | DB_REGISTER | DB_RECOVER | DB_FAILCHK,
+                        | DB_REGISTER | DB_RECOVER,
                     0600);
     if (ret != 0) {
         char *what = x_asprintf("open environment %s", home);

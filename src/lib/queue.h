@@ -85,32 +85,40 @@
  *     waits and tries again until the deadline. The kernel drops the lock
  *     of a process killed while holding it.
  *   - Dead processes are found by DB_REGISTER (each process holds an fcntl
- *     lock on its slot of db/__db.register; the kernel drops it at death)
- *     and cleaned up by failchk, not by recovery: the environment is made
- *     with a thread table (set_thread_count) and opened with DB_FAILCHK and
- *     an is_alive callback (kill(pid, 0)). failchk aborts the dead
- *     process's transactions and releases its locks while everybody else
- *     goes on. A process lock-waiting on a dead holder (no opener came by)
- *     runs failchk itself after QUEUE_FAILCHK_AFTER_MS of conflicts.
- *   - Full recovery only when failchk cannot clean up: the process died
- *     inside the library holding a latch (or the environment is panicked
- *     for another reason, or was made without a thread table by an older
- *     version). The opener that finds this recovers under the open lock
- *     (DB_RECOVER; when the registry does not ask for it, by starting a new
- *     db/__db.register): Berkeley DB panics the old regions, so every
- *     process still attached gets DB_RUNRECOVERY at its next call, closes
- *     its handle and reopens, i.e. waits behind the open lock until the
- *     recovery is done, then repeats the operation (every transaction body
- *     is repeatable, and adding or removing an index entry twice is
- *     harmless). An operation gives up only when the environment cannot be
- *     opened before its deadline: then the disk or the index is really
- *     unusable, and the error says which.
+ *     lock on its slot of db/__db.register; the kernel drops it at death).
+ *     The opener that finds one runs recovery (DB_RECOVER) under the open
+ *     lock, so the others wait for it instead of failing to join: Berkeley
+ *     DB panics the old regions, every process still attached gets
+ *     DB_RUNRECOVERY at its next call, closes its handle and reopens, i.e.
+ *     waits behind the open lock until the recovery is done, then repeats
+ *     the operation (every transaction body is repeatable, and adding or
+ *     removing an index entry twice is harmless). Recovery is short:
+ *     checkpoints every QUEUE_CHECKPOINT_EVERY commits. An operation gives
+ *     up only when the environment cannot be opened before its deadline:
+ *     then the disk or the index is really unusable, and the error says
+ *     which.
+ *   - failchk, not recovery, for a lock held by a dead process that no
+ *     opener has come across yet: the environment has a thread table
+ *     (set_thread_count) and an is_alive callback (kill(pid, 0)); a process
+ *     lock-waiting for QUEUE_FAILCHK_AFTER_MS runs DB_ENV->failchk, which
+ *     aborts the dead process's transaction and releases its locks, or
+ *     says DB_RUNRECOVERY (it died inside the library): reopen as above.
+ *     failchk is not run by the opens (DB_FAILCHK): Berkeley DB 5.3's
+ *     failchk for a dead registrant attaches the regions first and spins
+ *     for ever on a region mutex the dead process held (seen under kill -9
+ *     in t_queue_storm.sh); recovery never takes that mutex.
+ *   - A panicked environment that the registry does not flag, or one made
+ *     by the previous version without a thread table, is recovered by the
+ *     opener that meets it, by starting a new db/__db.register (an empty
+ *     registry makes DB_REGISTER | DB_RECOVER recover).
  * Crash cases, with the durability order above:
  *   killed outside Berkeley DB (writing or fsyncing the file, talking to a
- *     peer): failchk at the next open; nothing of the index changes. An
- *     unindexed file in msg/ is an orphan reindex puts back (no 250 given).
+ *     peer): recovery at the next open, a pause for the others; nothing of
+ *     the index changes. An unindexed file in msg/ is an orphan reindex
+ *     puts back (no 250 given).
  *   killed inside an index transaction (between txn_begin and commit):
- *     failchk aborts it; the message was not acknowledged.
+ *     failchk by a waiter, or recovery at the next open, aborts it; the
+ *     message was not acknowledged.
  *   killed inside a library call holding a latch (e.g. writing the log):
  *     recovery; committed transactions are redone from the log, the rest
  *     undone. A commit whose log_flush returned is durable either way.

@@ -45,7 +45,7 @@ BIN = os.path.join(env["BUILD_DIR"], "bin")
 SOCK = os.path.join(os.environ["POSTFIX_QUEUE_DIR"], "private", "odmr-store")
 WRITERS = int(os.environ.get("STORM_WRITERS", "200"))
 MSGS = int(os.environ.get("STORM_MSGS", "3"))
-TRIES = 6
+TRIES = 10
 KILL_EVERY = float(os.environ.get("STORM_KILL_EVERY", "0.15"))
 SESSIONS = int(os.environ.get("STORM_SESSIONS", "4"))
 PRELOAD = 20
@@ -61,6 +61,7 @@ attempts = [0]
 kills = {"odmr-store": 0, "odmr-enqueue": 0, "odmrd": 0}
 session_results = []
 storm_over = threading.Event()
+active = [0]        # writers still running
 
 
 def message(name):
@@ -212,6 +213,10 @@ def killer():
     rnd = random.Random(os.getpid())
     while not storm_over.is_set():
         time.sleep(KILL_EVERY * (0.5 + rnd.random()))
+        # Only in the storm: at its tail the last few writers would be
+        # killed over and over.
+        if active[0] < WRITERS // 10:
+            continue
         pids = sandbox_pids()
         if not pids:
             continue
@@ -264,9 +269,17 @@ def main():
         env["ODMR_LOG_FILE"]) else 0
     t0 = time.time()
     threads = []
+    def run(fn, job):
+        try:
+            fn(job)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    active[0] = WRITERS
     for job in range(WRITERS):
         fn = lmtp_writer if job % 5 < 3 else enqueue_writer
-        threads.append(threading.Thread(target=fn, args=(job,), daemon=True))
+        threads.append(threading.Thread(target=run, args=(fn, job), daemon=True))
     extra = [threading.Thread(target=killer, daemon=True)]
     extra += [threading.Thread(target=customer, daemon=True) for _ in range(SESSIONS)]
     for t in extra + threads:
