@@ -35,6 +35,15 @@
  * and recovery after a crash stays short. */
 #define QUEUE_CHECKPOINT_EVERY 128
 #define QUEUE_CHECKPOINT_KBYTES 1024
+/* Opening the environment waits this long for the open lock and for an
+ * environment that is being recovered (CRASH RECOVERY in queue.h). */
+#define QUEUE_OPEN_WAIT_S 60
+/* Thread table for failchk: one slot per process that used the environment
+ * (slots of dead processes are reused); Berkeley DB adds a quarter. */
+#define QUEUE_THREAD_MAX 4000
+/* Lock conflicts for this long make the waiter run failchk (a killed holder
+ * no opener has cleaned up yet), then again every second. */
+#define QUEUE_FAILCHK_AFTER_MS 500
 
 static void queue_reaper_stop(QUEUE *q);
 
@@ -48,6 +57,14 @@ static void
 queue_bdb_errcall(const DB_ENV *env, const char *prefix, const char *msg)
 {
     str_copy(queue_bdb_msg, msg, sizeof(queue_bdb_msg));
+}
+
+/* Informational messages (failchk: "Aborting txn ..."): to our log, never
+ * to stdout, which is the client socket of a spawn(8) program. */
+static void
+queue_bdb_msgcall(const DB_ENV *env, const char *msg)
+{
+    msg_info("queue index: %s", msg);
 }
 
 void
@@ -294,20 +311,91 @@ queue_env_close(QUEUE *q)
     }
 }
 
+/* Does a process that used the environment still live? (failchk asks.)
+ * EPERM: it lives, under another user (odmr-queue run by root). */
 static int
-queue_env_open(QUEUE *q, char **error_r)
+queue_is_alive(DB_ENV *env, pid_t pid, db_threadid_t tid, u_int32_t flags)
 {
-    char *home = x_asprintf("%s/db", q->dir);
+    (void) env;
+    (void) tid;
+    (void) flags;
+    return pid == getpid() || kill(pid, 0) == 0 || errno == EPERM;
+}
+
+/* Pause before the next try: 2, 4, ... 64 ms, with jitter. */
+static void
+queue_backoff(useconds_t *pause)
+{
+    usleep(*pause / 2 + (useconds_t) (random() % (long) *pause));
+    if (*pause < 64000)
+        *pause *= 2;
+}
+
+/* Take the open lock (see CRASH RECOVERY in queue.h) before deadline:
+ * an fd to close afterwards, -1 with *error_r. */
+static int
+queue_open_lock(QUEUE *q, int64_t deadline, char **error_r)
+{
+    useconds_t pause = 2000;
+    struct flock fl;
+    int fd;
+
+    fd = openat(q->dir_fd, "db/odmr-open.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        queue_error(error_r, "queue index: open %s/db/odmr-open.lock: %m", q->dir);
+        return -1;
+    }
+    for (;;) {
+        memset(&fl, 0, sizeof(fl));
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+            return fd;
+        if (errno != EAGAIN && errno != EACCES && errno != EINTR) {
+            queue_error(error_r, "queue index: lock %s/db/odmr-open.lock: %m", q->dir);
+            break;
+        }
+        if (now_ms() >= deadline) {
+            queue_error(error_r, "queue index: environment %s/db still busy after %d s "
+                        "(another process is opening or recovering it)", q->dir,
+                        QUEUE_OPEN_WAIT_S);
+            break;
+        }
+        queue_backoff(&pause);
+    }
+    (void) close(fd);
+    return -1;
+}
+
+/* One try at opening the environment and index.db, under the open lock.
+ * recover: start a new registry, so that DB_REGISTER | DB_RECOVER runs
+ * recovery (after DB_RUNRECOVERY, or for an environment made without a
+ * thread table). Returns 0, or the Berkeley DB error with *error_r. */
+static int
+queue_env_try(QUEUE *q, const char *home, int recover, char **error_r)
+{
     DB_ENV *env;
     int ret;
 
     queue_bdb_msg[0] = 0;
+    if (recover) {
+        char *reg = x_asprintf("%s/__db.register", home);
+
+        msg_warn("queue index: recovering the environment %s", home);
+        if (unlink(reg) < 0 && errno != ENOENT) {
+            ret = errno;
+            queue_error(error_r, "queue index: remove %s: %m", reg);
+            free(reg);
+            return ret;
+        }
+        free(reg);
+    }
     if ((ret = db_env_create(&env, 0)) != 0) {
         queue_db_error(error_r, "db_env_create", ret);
-        free(home);
-        return -1;
+        return ret;
     }
     env->set_errcall(env, queue_bdb_errcall);
+    env->set_msgcall(env, queue_bdb_msgcall);
     (void) env->set_cachesize(env, 0, QUEUE_CACHE_BYTES, 1);
     (void) env->set_lk_detect(env, DB_LOCK_DEFAULT);
     (void) env->set_lk_max_locks(env, QUEUE_LOCK_MAX);
@@ -315,6 +403,13 @@ queue_env_open(QUEUE *q, char **error_r)
     (void) env->set_lk_max_lockers(env, QUEUE_LOCKER_MAX);
     (void) env->set_lg_max(env, QUEUE_LOG_FILE_MAX);
     (void) env->log_set_config(env, DB_LOG_AUTO_REMOVE, 1);
+    /* For failchk by a lock waiter (queue_txn_run). Not DB_FAILCHK at the
+     * open: Berkeley DB 5.3's failchk for a dead registrant attaches the
+     * regions first and spins for ever on a region mutex the dead process
+     * held (seen under kill -9: an opener spinning in __env_set_state,
+     * holding the open lock). Recovery never waits for that mutex. */
+    (void) env->set_thread_count(env, QUEUE_THREAD_MAX);
+    (void) env->set_isalive(env, queue_is_alive);
     if (!var_index_sync)
         (void) env->set_flags(env, DB_TXN_NOSYNC, 1);
     ret = env->open(env, home,
@@ -327,10 +422,8 @@ queue_env_open(QUEUE *q, char **error_r)
         queue_db_error(error_r, what, ret);
         free(what);
         (void) env->close(env, 0);
-        free(home);
-        return -1;
+        return ret;
     }
-    free(home);
     q->env = env;
 
     /* Several processes may create index.db at the same moment. */
@@ -356,6 +449,65 @@ queue_env_open(QUEUE *q, char **error_r)
         usleep(1000);
     }
     queue_env_close(q);
+    return ret;
+}
+
+/*
+ * Open the environment and index.db (CRASH RECOVERY in queue.h): under the
+ * open lock, trying again while the environment is busy or being recovered
+ * by someone else, and recovering it here when it needs recovery that the
+ * registry did not start. Gives up at the deadline (QUEUE_OPEN_WAIT_S from
+ * the first try) or on an error that waiting does not cure.
+ */
+static int
+queue_env_open(QUEUE *q, char **error_r)
+{
+    char *home = x_asprintf("%s/db", q->dir);
+    int64_t deadline = now_ms() + QUEUE_OPEN_WAIT_S * 1000;
+    useconds_t pause = 2000;
+    int warned = 0;
+    int ret = -1;
+
+    for (;;) {
+        char *error = NULL;
+        int lock_fd;
+
+        if ((lock_fd = queue_open_lock(q, deadline, error_r)) < 0)
+            break;
+        queue_fault("open-locked");
+        ret = queue_env_try(q, home, 0, &error);
+        /* Panicked, and no dead registrant made this open recover it; or
+         * an environment without a thread table (made by an older
+         * version): recover it now. */
+        if (ret == DB_RUNRECOVERY || (ret == EINVAL && strstr(error, "thread") != NULL)) {
+            msg_warn("%s", error);
+            x_free(&error);
+            ret = queue_env_try(q, home, 1, &error);
+        }
+        (void) close(lock_fd);
+        if (ret == 0) {
+            if (warned)
+                msg_info("queue index: environment %s open again", home);
+            free(home);
+            return 0;
+        }
+        /* Busy: a process died while creating or recovering the regions,
+         * a panic came between our open and index.db, or the recovery
+         * above met a conflict: wait and try again. */
+        if ((ret == EAGAIN || ret == DB_RUNRECOVERY || ret == DB_LOCK_DEADLOCK
+             || ret == DB_LOCK_NOTGRANTED)
+            && now_ms() < deadline) {
+            if (!warned)
+                msg_warn("%s; trying again", error);
+            warned = 1;
+            free(error);
+            queue_backoff(&pause);
+            continue;
+        }
+        *error_r = error;
+        break;
+    }
+    free(home);
     return -1;
 }
 
@@ -455,10 +607,17 @@ typedef int (*QUEUE_TXN_FN)(QUEUE *q, DB_TXN *txn, void *ctx);
  * Lock requests never block (DB_TXN_NOWAIT): a conflict aborts and retries
  * after a short random pause. Berkeley DB would otherwise wait forever for
  * a lock held by a process that was killed (its lock timeouts only fire
- * when a deadlock detector runs). After lock_timeout of conflicts the
- * environment is reopened once: DB_REGISTER then finds the dead process
- * and recovers; a panicked environment (DB_RUNRECOVERY, because another
- * process recovered it) is reopened the same way.
+ * when a deadlock detector runs). After QUEUE_FAILCHK_AFTER_MS of conflicts
+ * failchk releases the locks of a holder that died; after lock_timeout the
+ * environment is reopened once (the registry check at the open runs
+ * failchk too) and then the operation fails.
+ *
+ * A panicked environment (DB_RUNRECOVERY: a process died inside Berkeley
+ * DB and another one is recovering) is closed and reopened, which waits
+ * behind the recovery (queue_env_open), and fn runs again, also after a
+ * commit whose log flush the panic interrupted: the commit may or may not
+ * have reached the log, and adding or removing an entry twice is harmless.
+ * Reopening stops after QUEUE_OPEN_WAIT_S.
  */
 static int
 queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
@@ -466,6 +625,8 @@ queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
 {
     long timeout = var_lock_timeout > 0 ? var_lock_timeout : 10;
     int64_t deadline = now_ms() + timeout * 1000;
+    int64_t failchk_at = now_ms() + QUEUE_FAILCHK_AFTER_MS;
+    int64_t reopen_deadline = now_ms() + QUEUE_OPEN_WAIT_S * 1000;
     useconds_t pause = 200;
     int reopened = 0;
     int ret = 0;
@@ -482,15 +643,17 @@ queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
                                     | ((flags & QUEUE_TXN_READ) ? DB_READ_COMMITTED : 0));
         if (ret == 0) {
             ret = fn(q, txn, ctx);
+            if (ret == 0 && (flags & QUEUE_TXN_DURABLE))
+                queue_fault("index-txn"); /* holding the page write locks */
             if (ret == 0)
                 ret = txn->commit(txn, DB_TXN_NOSYNC);
             else
                 (void) txn->abort(txn);
         }
+        if (ret == 0 && (flags & QUEUE_TXN_DURABLE) && var_index_sync
+            && (ret = q->env->log_flush(q->env, NULL)) != 0 && ret != DB_RUNRECOVERY)
+            break;
         if (ret == 0) {
-            if ((flags & QUEUE_TXN_DURABLE) && var_index_sync
-                && (ret = q->env->log_flush(q->env, NULL)) != 0)
-                break;
             if (!(flags & QUEUE_TXN_READ) && ++q->commits >= QUEUE_CHECKPOINT_EVERY) {
                 q->commits = 0;
                 (void) q->env->txn_checkpoint(q->env, QUEUE_CHECKPOINT_KBYTES, 0, 0);
@@ -499,6 +662,17 @@ queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
             return 0;
         }
         if ((ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED) && now_ms() < deadline) {
+            if (now_ms() >= failchk_at) {
+                /* The holder may be a killed process that no opener has
+                 * cleaned up yet. */
+                failchk_at = now_ms() + 1000;
+                if (q->env->failchk(q->env, 0) == DB_RUNRECOVERY) {
+                    msg_warn("queue index: %s: a process died inside Berkeley DB; "
+                             "reopening the environment", what);
+                    queue_env_close(q);
+                    continue;
+                }
+            }
             /* Random pause, growing: the same lockers should not collide
              * again in lockstep. */
             usleep(pause / 2 + (useconds_t) (random() % (long) pause));
@@ -506,12 +680,16 @@ queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
                 pause *= 2;
             continue;
         }
-        if (ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED || ret == DB_RUNRECOVERY) {
-            if (reopened)
-                break;
+        if (ret == DB_RUNRECOVERY && now_ms() < reopen_deadline) {
+            msg_warn("queue index: %s: %s; reopening the environment", what, db_strerror(ret));
+            queue_env_close(q);
+            queue_bdb_msg[0] = 0;
+            continue;
+        }
+        if ((ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED) && !reopened) {
             reopened = 1;
-            msg_warn("queue index: %s: %s; reopening the environment", what,
-                     db_strerror(ret));
+            msg_warn("queue index: %s: %s for %ld s; reopening the environment", what,
+                     db_strerror(ret), timeout);
             queue_env_close(q);
             deadline = now_ms() + timeout * 1000;
             pause = 200;

@@ -62,11 +62,10 @@
  *
  * INDEX: Berkeley DB btree with sorted duplicates: key = lower-cased
  * recipient domain (no NUL), data = queue ID. IDs sort by arrival time,
- * so a flush sends the oldest first. Environment opened with DB_REGISTER |
- * DB_RECOVER (recovery runs only when a process died inside the
- * environment), automatic deadlock detection, DB_LOG_AUTO_REMOVE. Every
- * operation retries on DB_LOCK_DEADLOCK. Index entries whose file is gone
- * are dropped by the next flush of that domain.
+ * so a flush sends the oldest first. Environment opened as described under
+ * CRASH RECOVERY, DB_LOG_AUTO_REMOVE. Every operation retries on lock
+ * conflicts. Index entries whose file is gone are dropped by the next flush
+ * of that domain.
  *
  * IDs: 14 upper-case hex digits of microseconds since the epoch (12 would
  * wrap every 8.9 years; 14 last until 2254), followed by 4 random hex
@@ -76,14 +75,67 @@
  * where unsupported), so a colliding ID can never replace a queued message;
  * on a collision the ID is redrawn.
  *
- * CRASH RECOVERY. DB_REGISTER notices a process that died inside the
- * environment; the next opener runs recovery and every other process then
- * gets DB_RUNRECOVERY, on which the library closes and reopens the
- * environment and retries (once per operation). A lock wait ends after
- * lock_timeout (a dead holder would otherwise block it forever) and is
- * handled the same way. DB_REGISTER allows one environment handle per
- * process: open the queue once per process, and never use a QUEUE in a
- * child after fork(2).
+ * CRASH RECOVERY. Every program (odmr-store, odmr-enqueue, odmrd, odmr-queue)
+ * is a process of its own that may be killed at any instruction, also
+ * inside Berkeley DB. A crashed process must cost the others a pause, never
+ * a failure: under load, recovery run by whichever process opened next
+ * while the rest failed to join (and, exiting, looked dead in turn) was
+ * seen to refuse deliveries for minutes. So:
+ *   - One opener at a time. Opening the environment and index.db happens
+ *     under an exclusive fcntl (OFD) lock on db/odmr-open.lock, waited for
+ *     up to QUEUE_OPEN_WAIT_S seconds. Nobody attaches to the regions while
+ *     another process creates, checks or recovers them, so "unable to join
+ *     the environment" (BDB1546, EAGAIN) cannot happen between our own
+ *     processes; a process that still sees EAGAIN or a busy environment
+ *     waits and tries again until the deadline. The kernel drops the lock
+ *     of a process killed while holding it.
+ *   - Dead processes are found by DB_REGISTER (each process holds an fcntl
+ *     lock on its slot of db/__db.register; the kernel drops it at death).
+ *     The opener that finds one runs recovery (DB_RECOVER) under the open
+ *     lock, so the others wait for it instead of failing to join: Berkeley
+ *     DB panics the old regions, every process still attached gets
+ *     DB_RUNRECOVERY at its next call, closes its handle and reopens, i.e.
+ *     waits behind the open lock until the recovery is done, then repeats
+ *     the operation (every transaction body is repeatable, and adding or
+ *     removing an index entry twice is harmless). Recovery is short:
+ *     checkpoints every QUEUE_CHECKPOINT_EVERY commits. An operation gives
+ *     up only when the environment cannot be opened before its deadline:
+ *     then the disk or the index is really unusable, and the error says
+ *     which.
+ *   - failchk, not recovery, for a lock held by a dead process that no
+ *     opener has come across yet: the environment has a thread table
+ *     (set_thread_count) and an is_alive callback (kill(pid, 0)); a process
+ *     lock-waiting for QUEUE_FAILCHK_AFTER_MS runs DB_ENV->failchk, which
+ *     aborts the dead process's transaction and releases its locks, or
+ *     says DB_RUNRECOVERY (it died inside the library): reopen as above.
+ *     failchk is not run by the opens (DB_FAILCHK): Berkeley DB 5.3's
+ *     failchk for a dead registrant attaches the regions first and spins
+ *     for ever on a region mutex the dead process held (seen under kill -9
+ *     in t_queue_storm.sh); recovery never takes that mutex.
+ *   - A panicked environment that the registry does not flag, or one made
+ *     by the previous version without a thread table, is recovered by the
+ *     opener that meets it, by starting a new db/__db.register (an empty
+ *     registry makes DB_REGISTER | DB_RECOVER recover).
+ * Crash cases, with the durability order above:
+ *   killed outside Berkeley DB (writing or fsyncing the file, talking to a
+ *     peer): recovery at the next open, a pause for the others; nothing of
+ *     the index changes. An unindexed file in msg/ is an orphan reindex
+ *     puts back (no 250 given).
+ *   killed inside an index transaction (between txn_begin and commit):
+ *     failchk by a waiter, or recovery at the next open, aborts it; the
+ *     message was not acknowledged.
+ *   killed inside a library call holding a latch (e.g. writing the log):
+ *     recovery; committed transactions are redone from the log, the rest
+ *     undone. A commit whose log_flush returned is durable either way.
+ *   killed after the index commit, before the reply: the message is held;
+ *     the sender retries: a duplicate, never a loss.
+ *   killed while recovering, or holding the open lock: the lock is
+ *     dropped, the registry slot stays unlocked, the next opener recovers
+ *     again (recovery is idempotent).
+ * The registry allows one environment handle per process: open the queue
+ * once per process, and never use a QUEUE in a child after fork(2).
+ * A pid reused by an unrelated process looks alive to failchk; its locks
+ * then stay until a lock timeout or a later recovery.
  *
  * GROUP COMMIT. Index transactions commit without waiting for the disk and
  * then flush the log (when index_sync = yes) before returning, so page
@@ -354,8 +406,11 @@ int queue_reindex(QUEUE *q, size_t *files_r, size_t *entries_r, size_t *damaged_
 
 /* Fault injection (tests only): when var_test_fault_point equals point,
  * the process kills itself with SIGKILL. Points in the queue library:
- * "before-fsync", "after-fsync", "after-rename", "after-index"; in
- * notice.c: "after-notice" (submitted, recipients not marked yet). */
+ * "before-fsync", "after-fsync", "after-rename", "after-index" (the commit
+ * order), "open-locked" (holding the open lock, before the environment is
+ * opened), "index-txn" (inside an index transaction that adds, holding its
+ * write locks, before the commit); in notice.c: "after-notice" (submitted,
+ * recipients not marked yet). */
 void queue_fault(const char *point);
 
 void queue_env_free(QUEUE_ENV *env); /* frees members, not env itself */

@@ -31,7 +31,11 @@
  *	one reply per accepted recipient, as LMTP requires. Any failure on the
  *	way (disk full, lock timeout, index error) answers 451 for every
  *	recipient, and nothing of the message stays visible, so Postfix keeps
- *	it and tries again.
+ *	it and tries again. A process of the queue that crashed costs a pause,
+ *	not a 451: the index waits for another process's recovery (up to 60 s,
+ *	see CRASH RECOVERY in queue.h). A 451 means the disk ("queue file
+ *	write error") or the index ("queue index unavailable") is really
+ *	unusable, and the log line says which.
  *
  *	The content is stored in SMTP wire form: CRLF line ends and
  *	dot-stuffing as received. A line ended by a bare LF is stored with
@@ -576,9 +580,12 @@ cmd_data(STORE *sp, const SMTP_CMD *cmd)
     }
     queue_fault("before-commit");
     if (queue_writer_commit(&w, id, &error) < 0) {
-        msg_warn("queue file commit failed: %s", error);
+        int index = strncmp(error, "queue index:", 12) == 0;
+
+        msg_warn("queue file commit failed (%s): %s", index ? "index" : "disk", error);
         free(error);
-        reply_each(sp, 451, "4.3.0", "Error: queue file write error");
+        reply_each(sp, 451, "4.3.0",
+                   index ? "Error: queue index unavailable" : "Error: queue file write error");
         transaction_reset(sp);
         return;
     }

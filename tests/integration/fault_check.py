@@ -33,6 +33,11 @@ POINTS = [
     ("after-rename", True, False),
     ("after-index", True, True),
     ("before-reply", True, True),
+    # The open path: killed holding the open lock (the next opener must not
+    # wait for it), and inside the index transaction holding its write
+    # locks (failchk aborts it; the next writer is not blocked).
+    ("open-locked", False, False),
+    ("index-txn", True, False),
 ]
 
 

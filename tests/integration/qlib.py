@@ -103,9 +103,10 @@ def find_by_subject(env, subject):
 
 
 def odmr_queue(env, *args):
+    # Never the test_fault_point a fault test set for odmr-store.
     return subprocess.run([os.path.join(env["BUILD_DIR"], "bin", "odmr-queue"), "-c",
-                           env["CONFIG_DIR"]] + list(args), capture_output=True, text=True,
-                          timeout=120)
+                           env["CONFIG_DIR"], "-o", "test_fault_point="] + list(args),
+                          capture_output=True, text=True, timeout=120)
 
 
 def indexed_ids(env, domain):

@@ -1152,20 +1152,155 @@ test_dead_txn_open_process(void **state)
     pid_t pid;
     QUEUE *q;
 
+    int64_t t0;
+
     /* We are inside the environment when the child dies holding locks on
-     * the page we need: the lock wait times out, we reopen, and that
-     * recovers the environment. */
-    var_lock_timeout = 1;
+     * the page we need, and nobody opens the environment after it: our
+     * lock wait runs failchk, which aborts the dead transaction, long
+     * before lock_timeout (10 s) would make us reopen. */
     q = open_q(t);
     pid = txn_holder(t);
     kill(pid, SIGKILL);
     assert_int_equal(waitpid(pid, &status, 0), pid);
     alarm(60);
+    t0 = now_ms();
     assert_int_equal(store(q, "", rcpts, 1, content1, strlen(content1), id), 0);
+    assert_true(now_ms() - t0 < 5000);
     assert_int_equal(count_ids(q, "held.example"), 1);
     queue_close(&q);
     alarm(0);
-    var_lock_timeout = 10;
+}
+
+/* Another process panics the environment (as failchk does when a process
+ * died inside Berkeley DB) and leaves: a process already inside gets
+ * DB_RUNRECOVERY, reopens (which recovers) and repeats its operation
+ * without an error; the index keeps what was committed. */
+static void
+test_panicked_environment(void **state)
+{
+    T *t = *state;
+    const char *rcpts[] = {"a@panic.example"};
+    char id[QUEUE_ID_LEN + 1];
+    int status;
+    pid_t pid;
+    QUEUE *q;
+
+    q = open_q(t);
+    assert_int_equal(store(q, "", rcpts, 1, content1, strlen(content1), id), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char *error = NULL;
+        QUEUE *c = queue_open(t->qdir, 0, &error);
+
+        if (c == NULL)
+            _exit(2);
+        (void) c->env->set_flags(c->env, DB_PANIC_ENVIRONMENT, 1);
+        queue_close(&c);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    alarm(60);
+    assert_int_equal(store(q, "", rcpts, 1, content1, strlen(content1), id), 0);
+    assert_int_equal(count_ids(q, "panic.example"), 2);
+    queue_close(&q);
+    q = open_q(t);
+    assert_int_equal(count_ids(q, "panic.example"), 2);
+    queue_close(&q);
+    alarm(0);
+}
+
+/* An environment made by the previous version (DB_REGISTER, no thread
+ * table for failchk) and closed cleanly: the open recovers it into one
+ * with a thread table, and the index is kept. */
+static void
+test_environment_without_thread_table(void **state)
+{
+    T *t = *state;
+    char home[300];
+    DB_ENV *env;
+    DB *db;
+    DBT key, data;
+    QUEUE *q;
+
+    q = open_q(t); /* directories */
+    queue_close(&q);
+    (void) str_format(home, sizeof(home), "%s/db", t->qdir);
+    rm_rf(home);
+    assert_int_equal(mkdir(home, 0700), 0);
+    assert_int_equal(db_env_create(&env, 0), 0);
+    assert_int_equal(env->open(env, home,
+                               DB_CREATE | DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG
+                                   | DB_INIT_MPOOL | DB_REGISTER | DB_RECOVER,
+                               0600),
+                     0);
+    assert_int_equal(db_create(&db, env, 0), 0);
+    assert_int_equal(db->set_flags(db, DB_DUP | DB_DUPSORT), 0);
+    assert_int_equal(db->open(db, NULL, "index.db", NULL, DB_BTREE,
+                              DB_CREATE | DB_AUTO_COMMIT, 0600),
+                     0);
+    memset(&key, 0, sizeof(key));
+    memset(&data, 0, sizeof(data));
+    key.data = "old.example";
+    key.size = 11;
+    data.data = "0000000000000000AA";
+    data.size = QUEUE_ID_LEN;
+    assert_int_equal(db->put(db, NULL, &key, &data, DB_AUTO_COMMIT), 0);
+    assert_int_equal(db->close(db, 0), 0);
+    assert_int_equal(env->close(env, 0), 0);
+    alarm(60);
+    q = open_q(t);
+    assert_int_equal(count_ids(q, "old.example"), 1);
+    queue_close(&q);
+    alarm(0);
+}
+
+/* Opening waits while another process holds the open lock (it is opening
+ * or recovering the environment), then succeeds. */
+static void
+test_open_waits_for_open_lock(void **state)
+{
+    T *t = *state;
+    char path[300];
+    int fds[2];
+    int status;
+    char c;
+    int64_t t0;
+    pid_t pid;
+    QUEUE *q;
+
+    q = open_q(t);
+    queue_close(&q);
+    (void) str_format(path, sizeof(path), "%s/db/odmr-open.lock", t->qdir);
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct flock fl;
+        int fd = open(path, O_RDWR);
+
+        memset(&fl, 0, sizeof(fl));
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        if (fd < 0 || fcntl(fd, F_OFD_SETLK, &fl) < 0)
+            _exit(2);
+        if (write(fds[1], "L", 1) != 1)
+            _exit(3);
+        usleep(1500 * 1000);
+        _exit(0);
+    }
+    close(fds[1]);
+    assert_int_equal(read(fds[0], &c, 1), 1);
+    close(fds[0]);
+    alarm(60);
+    t0 = now_ms();
+    q = open_q(t);
+    assert_true(now_ms() - t0 >= 1000);
+    queue_close(&q);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    alarm(0);
 }
 
 int
@@ -1192,6 +1327,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_fault_after_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_txn_next_opener, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_txn_open_process, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_panicked_environment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_environment_without_thread_table, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_open_waits_for_open_lock, setup, teardown),
     };
 
     /* No syslog noise from the library's warnings during tests. */
