@@ -48,6 +48,7 @@
  * STARTTLS on the reversed side: see flush_tls_policy().
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -55,9 +56,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
+#include "mime.h"
 #include "odmrd.h"
 #include "queue.h"
 #include "smtp.h"
@@ -222,6 +225,8 @@ typedef struct flush_msg {
     int need_rset;
     int dot_pending;    /* content sent; the dot's reply comes later */
     int64_t start_ms;
+    int conv_fd;        /* content converted to 7-bit MIME, or -1 */
+    off_t conv_len;
     FLUSH_PENDING pend[FLUSH_PIPE_MAX + 2];
     size_t npend;
 } FLUSH_MSG;
@@ -678,6 +683,9 @@ has_8bit(const char *s)
 static void
 txn_free(FLUSH_MSG *m)
 {
+    if (m->conv_fd >= 0)
+        (void) close(m->conv_fd);
+    m->conv_fd = -1;
     free(m->idx);
     free(m->dom);
     free(m->accepted);
@@ -749,12 +757,15 @@ txn_data_send(FLUSH *f, int fd, off_t offset, size_t length)
     return 0;
 }
 
-/* The content of m: today the queue file's own bytes. */
+/* The content of m: the queue file's own bytes, or their 7-bit MIME
+ * conversion for a customer without 8BITMIME. */
 static int
 txn_content(FLUSH *f, FLUSH_MSG *m)
 {
     const QUEUE_ENV *env = m->env;
 
+    if (m->conv_fd >= 0)
+        return txn_data_send(f, m->conv_fd, 0, (size_t) m->conv_len);
     return txn_data_send(f, queue_file_fd(m->qf), env->content_offset,
                          (size_t) env->content_length);
 }
@@ -982,6 +993,7 @@ txn_select(FLUSH *f, FLUSH_MSG *m, const char *domain, const char *id)
     int here = 0, other = 0, ok;
 
     memset(m, 0, sizeof(*m));
+    m->conv_fd = -1;
     m->domain = domain;
     errno = 0;
     if ((m->qf = queue_file_open(f->sp->queue, id, 1, &err)) == NULL) {
@@ -1090,6 +1102,49 @@ txn_refused_here(FLUSH *f, FLUSH_MSG *m)
                 rcpt_result(f, m, k, 550, "5.6.7", NULL, text);
             return 1;
         }
+    }
+    /* RFC 6152 section 3: no 8-bit data to a server without 8BITMIME.
+     * Converted to quoted-printable as Postfix's smtp(8) does, into an
+     * unnamed file in the queue's incoming/ (messages may be large). */
+    if (!(f->features & FEAT_8BITMIME)) {
+        char *err = NULL, dir[4096];
+        int r = mime_has_8bit(queue_file_fd(m->qf), env->content_offset, env->content_length,
+                              &err);
+
+        if (r == 1) {
+            (void) str_format(dir, sizeof(dir), "%s/incoming", queue_dir(f->sp->queue));
+            if ((m->conv_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
+                err = x_asprintf("open a temporary file in %s: %s", dir, strerror(errno));
+                r = -1;
+            } else {
+                r = mime_downgrade(queue_file_fd(m->qf), env->content_offset,
+                                   env->content_length, m->conv_fd, &err);
+                if (r == 0 && (m->conv_len = lseek(m->conv_fd, 0, SEEK_END)) < 0) {
+                    err = x_asprintf("temporary file: %s", strerror(errno));
+                    r = -1;
+                }
+            }
+            if (r == MIME_DOWNGRADE_IMPOSSIBLE) {
+                (void) str_format(text, sizeof(text),
+                                  "host %s does not announce 8BITMIME and the message "
+                                  "cannot be converted to 7-bit MIME: %s",
+                                  f->sp->client, err ? err : "unknown reason");
+                for (size_t k = 0; k < m->n; k++)
+                    rcpt_result(f, m, k, 550, "5.6.3", NULL, text);
+            }
+        }
+        if (r < 0) {
+            (void) str_format(text, sizeof(text), "8-bit to 7-bit conversion failed: %s",
+                              err ? err : "unknown error");
+            msg_warn("%s: %s", env->id, text);
+            for (size_t k = 0; k < m->n; k++)
+                rcpt_result(f, m, k, 451, "4.3.0", NULL, text);
+        }
+        free(err);
+        /* 0: nothing 8-bit, or converted; else every recipient has its
+         * result (5.6.3, or 4.3.0 to try again). */
+        if (r != 0)
+            return 1;
     }
     return 0;
 }

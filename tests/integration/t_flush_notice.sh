@@ -150,4 +150,49 @@ else
     fail "customer with DSN: NOTIFY passed on, no notice from us" "$(cat "$RECV/001.env" 2>/dev/null)"
 fi
 
+# ---- no 8BITMIME: converted to quoted-printable, or 5.6.3 ------------------------
+send8() {
+    /usr/bin/python3 - "$SMTP_HOST" "$SMTP_PORT" "$1" "$2" <<'EOF'
+import smtplib, sys
+host, port, to, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+subj = "Subject: eight-%s\r\n" % kind
+if kind == "header":
+    subj = "Subject: eight-header \u00e4\u00f6\r\n"
+msg = ("From: <alice@sink.test>\r\nTo: <%s>\r\n" % to + subj +
+       "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+       "Content-Transfer-Encoding: 8bit\r\n\r\n"
+       "Gr\u00fc\u00dfe aus K\u00f6ln, eight-%s.\r\n.leading dot\r\n" % kind).encode("utf-8")
+s = smtplib.SMTP(host, port, timeout=30)
+s.ehlo("client.test")
+s.sendmail("alice@sink.test", [to], msg, mail_options=["BODY=8BITMIME"])
+s.quit()
+EOF
+}
+send8 eight@example.org body
+wait_for 30 held eight@example.org || true
+customer --domains example.org --no-8bitmime
+if [ -f "$RECV/001.msg" ] && ! LC_ALL=C grep -q $'[\x80-\xff]' "$RECV/001.msg" &&
+    /usr/bin/python3 -c '
+import email, sys
+m = email.message_from_binary_file(open(sys.argv[1], "rb"))
+assert m["Content-Transfer-Encoding"].strip().lower() == "quoted-printable", m["Content-Transfer-Encoding"]
+t = m.get_payload(decode=True).decode("utf-8")
+assert "Gr\u00fc\u00dfe aus K\u00f6ln, eight-body." in t and ".leading dot" in t, t
+' "$RECV/001.msg" && ! grep -q 'BODY=8BITMIME' "$RECV/001.env"; then
+    ok "no 8BITMIME: the customer gets 7-bit quoted-printable that decodes to the original"
+else
+    fail "no 8BITMIME: the customer gets 7-bit quoted-printable that decodes to the original" "$(cat "$RECV/001.env" 2>/dev/null; head -c 600 "$RECV/001.msg" 2>/dev/null)"
+fi
+send8 eighthdr@example.org header
+wait_for 30 held eighthdr@example.org || true
+customer --domains example.org --no-8bitmime
+if wait_for 30 notice_for "eighthdr@example.org"; then
+    DSN=$(notice_for "eighthdr@example.org")
+    py_checks "8-bit header" dsn_check.py eighthdr "$DSN" \
+        'rcpt=eighthdr@example.org:Action=failed' 'rcpt=eighthdr@example.org:Status=5.6.3'
+else
+    fail "8-bit header: 5.6.3 notice" "none; $out"
+fi
+check "8-bit header: not sent" test ! -e "$RECV/001.env"
+
 done_testing
