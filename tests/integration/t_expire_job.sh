@@ -1,6 +1,6 @@
 #!/bin/bash
 # t_expire_job.sh - scripts/odmr-expire, what the expire timer and cron run:
-# with today's odmr-queue (no expire command) it logs one "skipped" line and
+# with an odmr-queue without an expire command it logs one "skipped" line and
 # exits 0; with an odmr-queue whose usage lists expire it runs
 # "odmr-queue expire ARGS" and returns its status. The timers and the cron
 # file call it, and reindex, by their installed paths.
@@ -15,9 +15,16 @@ T=$SANDBOX_DIR
 printf '#!/bin/sh\necho "logger $*" >>"%s/log"\n' "$T" >"$T/logger"
 chmod +x "$T/logger"
 
-# Today's odmr-queue: usage without expire, exit 64.
+# An older odmr-queue: usage without expire, exit 64.
+cat >"$T/odmr-queue-old" <<'EOF1'
+#!/bin/sh
+echo "usage: odmr-queue command" >&2
+echo "  list | summary | reindex" >&2
+exit 64
+EOF1
+chmod +x "$T/odmr-queue-old"
 rc=0
-ODMR_QUEUE=$BIN/odmr-queue ODMR_LOGGER=$T/logger "$JOB" >"$T/out" 2>&1 || rc=$?
+ODMR_QUEUE=$T/odmr-queue-old ODMR_LOGGER=$T/logger "$JOB" >"$T/out" 2>&1 || rc=$?
 if [ "$rc" = 0 ] && [ ! -s "$T/out" ] &&
     grep -q '^logger -p mail.info -t postfix/odmr-expire -- skipped: .* has no expire command' "$T/log"; then
     ok "no expire command: one log line, no output, exit 0"
@@ -44,6 +51,13 @@ if [ "$rc" = 75 ] && [ "$(cat "$T/ran")" = "ran: expire -n" ] && [ ! -s "$T/log"
     ok "with expire: runs odmr-queue expire, passes its status"
 else
     fail "with expire: runs odmr-queue expire, passes its status" "rc=$rc ran=$(cat "$T/ran" 2>/dev/null)"
+fi
+
+# This odmr-queue's usage lists expire, so the job runs it.
+if "$BIN/odmr-queue" 2>&1 | grep -qw expire; then
+    ok "odmr-queue's usage lists expire"
+else
+    fail "odmr-queue's usage lists expire" "$("$BIN/odmr-queue" 2>&1)"
 fi
 
 # The units and the cron file name the installed paths.
