@@ -53,7 +53,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const QUEUE_RCPT *r = env.rcpt + i;
 
             if (r->address == NULL || addr_domain(r->address) == NULL
-                || strchr("QDFX", r->status) == NULL || r->status == 0
+                || strchr("QDFXSB", r->status) == NULL || r->status == 0
                 || r->status_offset <= 0 || (size_t) r->status_offset >= size
                 || buf[r->status_offset] != r->status)
                 abort();

@@ -1,7 +1,7 @@
 #!/bin/bash
 # t_fetch_valgrind.sh - odmr-fetch under valgrind (memcheck) against the
 # sandbox's odmrd: a delivery over TLS into an SMTP sink, one into an LMTP
-# sink (two sessions: a recipient put off), a wrong password, a local MTA
+# sink (a recipient put off and sent again), a wrong password, a local MTA
 # that is down, and a server certificate that does not verify. No invalid
 # access, no use of uninitialised memory, no definite leak, and the exit
 # codes of the outcomes.
@@ -71,7 +71,10 @@ if [ -s "$WORK/smtp/t001.data" ]; then ok "valgrind smtp: delivered"; else fail 
 
 enqueue v2 c@example.org d@example.org
 vg lmtp 0 -p "$PW" -d "lmtp:unix:$WORK/lmtp.sock"
-if [ "$(grep -c 'status=delivered' "$WORK/lmtp.out")" = 2 ]; then ok "valgrind lmtp: two sessions"; else fail "valgrind lmtp: two sessions" "$(cat "$WORK/lmtp.out")"; fi
+# odmr-fetch puts the second recipient off with 452 (one recipient per
+# LMTP transaction); odmrd sends it in a second transaction of the same
+# session (RFC 5321 4.5.3.1.10), so one session delivers both.
+if grep -q 'recipients=2, .*status=delivered' "$WORK/lmtp.out"; then ok "valgrind lmtp: both recipients, one put off and sent again"; else fail "valgrind lmtp: both recipients, one put off and sent again" "$(cat "$WORK/lmtp.out")"; fi
 
 vg badpw 2 -p "$BADPW" example.org
 

@@ -950,7 +950,8 @@ sub_teardown(void **state)
     SUB *s = *state;
     char *cmd = x_asprintf("rm -rf '%s'", s->dir);
 
-    (void) system(cmd);
+    if (system(cmd) != 0)
+        fprintf(stderr, "sub_teardown: %s failed\n", cmd);
     free(cmd);
     free(s);
     return 0;
