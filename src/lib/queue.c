@@ -1042,8 +1042,9 @@ queue_notice_ids(QUEUE *q, char ***ids_r, char **error_r)
     return (ssize_t) c.count;
 }
 
-int
-queue_notice_add(QUEUE *q, const char *id, char **error_r)
+/* Put id on the notice list (durable) or take it off. */
+static int
+queue_notice_change(QUEUE *q, const char *id, int add, char **error_r)
 {
     QUEUE_PAIR pair;
 
@@ -1054,23 +1055,21 @@ queue_notice_add(QUEUE *q, const char *id, char **error_r)
     memset(&pair, 0, sizeof(pair));
     pair.domain = (char *) QUEUE_NOTICE_KEY;
     memcpy(pair.id, id, QUEUE_ID_LEN + 1);
-    pair.add = 1;
-    return queue_index_add_pairs(q, &pair, 1, error_r);
+    pair.add = add;
+    return add ? queue_index_add_pairs(q, &pair, 1, error_r)
+               : queue_index_remove(q, &pair, 1, error_r);
+}
+
+int
+queue_notice_add(QUEUE *q, const char *id, char **error_r)
+{
+    return queue_notice_change(q, id, 1, error_r);
 }
 
 int
 queue_notice_remove(QUEUE *q, const char *id, char **error_r)
 {
-    QUEUE_PAIR pair;
-
-    if (!queue_id_valid(id)) {
-        queue_error(error_r, "bad queue ID \"%.40s\"", id);
-        return -1;
-    }
-    memset(&pair, 0, sizeof(pair));
-    pair.domain = (char *) QUEUE_NOTICE_KEY;
-    memcpy(pair.id, id, QUEUE_ID_LEN + 1);
-    return queue_index_remove(q, &pair, 1, error_r);
+    return queue_notice_change(q, id, 0, error_r);
 }
 
 long

@@ -1174,6 +1174,35 @@ rcpt_in_domain(const QUEUE_RCPT *r, const char *domain)
     return d != NULL && str_casecmp(d, domain) == 0;
 }
 
+/* Every domain's index entry of f goes (batched), and the file itself:
+ * the removal thread unlinks msg/XY/ID and status/ID and closes the
+ * descriptor. The caller has dropped its lock on f. 0 or -1. */
+static int
+file_discard(QUEUE *q, QUEUE_FILE *f, char **error_r)
+{
+    char **domains;
+    size_t n = queue_env_domains(&f->env, 0, &domains);
+    int xy = queue_xy_fd(q, f->env.id, 0, NULL), ret = 0;
+
+    if (xy < 0) {
+        (void) unlinkat(q->status_fd, f->env.id, 0);
+    } else {
+        int fd = f->fd;
+
+        f->fd = -1;
+        if (queue_remove_file(q, xy, f->env.id, fd) < 0) {
+            queue_error(error_r, "remove queue file %s: %m", f->env.id);
+            ret = -1;
+        }
+    }
+    if (ret == 0)
+        for (size_t i = 0; i < n; i++)
+            queue_pending_add(q, domains[i], f->env.id);
+    queue_strings_free(&domains, n);
+    f->marked = 0; /* gone: nothing left to sync */
+    return ret;
+}
+
 int
 queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
 {
@@ -1225,32 +1254,14 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
             queue_pending_add(q, domains[i], f->env.id);
         queue_strings_free(&domains, n);
     } else if (!pending_all) {
-        char **domains;
-        size_t n = queue_env_domains(&f->env, 0, &domains);
-        int xy = queue_xy_fd(q, f->env.id, 0, NULL);
-
         /* Unlock before the descriptor goes to the removal thread. */
         fl.l_type = F_UNLCK;
         (void) fcntl(f->fd, F_OFD_SETLK, &fl);
         locked = 0;
-        if (xy < 0) {
-            (void) unlinkat(q->status_fd, f->env.id, 0);
-        } else {
-            /* The thread unlinks msg/XY/ID and status/ID and closes fd. */
-            int fd = f->fd;
-
-            f->fd = -1;
-            if (queue_remove_file(q, xy, f->env.id, fd) < 0) {
-                queue_error(error_r, "remove queue file %s: %m", f->env.id);
-                queue_strings_free(&domains, n);
-                ret = -1;
-                goto out;
-            }
+        if (file_discard(q, f, error_r) < 0) {
+            ret = -1;
+            goto out;
         }
-        for (size_t i = 0; i < n; i++)
-            queue_pending_add(q, domains[i], f->env.id);
-        queue_strings_free(&domains, n);
-        f->marked = 0; /* gone: nothing left to sync */
     } else if (!pending_here) {
         queue_pending_add(q, key, f->env.id);
     }
@@ -1290,36 +1301,17 @@ queue_file_settle(QUEUE *q, QUEUE_FILE **fp, char **error_r)
     if (!owed)
         queue_pending_notice(q, f->env.id, 0);
     if (!queued && !owed) {
-        char **domains;
-        size_t n = queue_env_domains(&f->env, 0, &domains);
-        int xy = queue_xy_fd(q, f->env.id, 0, NULL);
-
         /* The marks that settle it are on disk before the file goes: a
          * crash before the unlink then leaves a file that owes nothing
          * (reindex removes it), never one that owes a notice and is on no
          * list. */
         if (f->marked && fdatasync(f->fd) < 0) {
             queue_error(error_r, "fdatasync queue file %s: %m", f->env.id);
-            queue_strings_free(&domains, n);
             queue_file_close(&f);
             return -1;
         }
-        f->marked = 0;
         file_unlock(f);
-        if (xy < 0) {
-            (void) unlinkat(q->status_fd, f->env.id, 0);
-        } else {
-            int fd = f->fd;
-
-            f->fd = -1;
-            if (queue_remove_file(q, xy, f->env.id, fd) < 0) {
-                queue_error(error_r, "remove queue file %s: %m", f->env.id);
-                ret = -1;
-            }
-        }
-        for (size_t i = 0; i < n; i++)
-            queue_pending_add(q, domains[i], f->env.id);
-        queue_strings_free(&domains, n);
+        ret = file_discard(q, f, error_r);
     }
     queue_file_close(&f);
     if (ret == 0 && (q->pending_count >= QUEUE_BATCH_MAX || q->sync_count >= QUEUE_BATCH_MAX))
