@@ -212,7 +212,7 @@ notice_run_ids(QUEUE *q, char *const *ids, size_t count, long now, NOTICE_STATS 
     for (size_t i = 0; i < count; i++) {
         if (notice_run_file(q, ids[i], now, st, &error) < 0) {
             msg_warn("%s: notice to the sender not sent: %s; kept for the next try", ids[i],
-                     error ? error : "unknown error");
+                     error);
             if (first == NULL)
                 first = error;
             else
@@ -460,7 +460,7 @@ due_id_cmp(const void *a, const void *b)
 static void
 keep_error(char **first, char *error, const char *id, const char *what)
 {
-    msg_warn("%s: %s: %s", id, what, error ? error : "unknown error");
+    msg_warn("%s: %s: %s", id, what, error);
     if (*first == NULL)
         *first = error;
     else

@@ -52,13 +52,26 @@
  * damaged file: reported, never delivered, never deleted silently.
  *
  * DURABILITY (queue_writer_commit)
- *     write the temp file in incoming/, fsync it, rename it to msg/XY/ID,
- *     fsync msg/XY, then add one index record per recipient domain in one
- *     transaction (committed durably when index_sync = yes). Only after that
- *     may the caller say 250. A crash before the index commit leaves at most
- *     an orphan file that `odmr-queue reindex` (and the startup check in
- *     queue_reindex) puts back: the sender got no 250, so this is a
- *     duplicate, never a loss.
+ *     write the temp file incoming/ID (locked by its writer), fsync it,
+ *     link it to msg/XY/ID, fsync msg/XY, then add one index record per
+ *     recipient domain in one transaction (committed durably when
+ *     index_sync = yes), then unlink incoming/ID. Only after the commit may
+ *     the caller say 250.
+ *
+ * ORPHANS. A crash between the link and the index commit leaves a file in
+ * msg/ that no index entry names (an orphan): the sender got no 250, so
+ * delivering it makes a duplicate, never a loss; not delivering it would
+ * hold it for ever. Its incoming/ID link says so: queue_recover() (run by
+ * `odmr-queue expire`, so every few minutes) looks only at incoming/,
+ * which holds the messages being written, and for each file there whose
+ * writer is dead (no OFD lock on it, older than QUEUE_RECOVER_AGE) either
+ * indexes its msg/ twin (same inode) again or, when there is none, removes
+ * it (never acknowledged). Its cost grows with the writes in progress, not
+ * with the queue. incoming/ is not fsynced, so after a system crash its
+ * entries may be gone while msg/ kept the file: once per boot (the
+ * kernel's boot ID, remembered in db/boot-id), queue_recover() also walks
+ * msg/ and indexes every file again (adding an entry twice is harmless).
+ * `odmr-queue reindex` rebuilds everything from msg/.
  *
  * INDEX: Berkeley DB btree with sorted duplicates: key = lower-cased
  * recipient domain (no NUL), data = queue ID. IDs sort by arrival time,
@@ -119,8 +132,8 @@
  * Crash cases, with the durability order above:
  *   killed outside Berkeley DB (writing or fsyncing the file, talking to a
  *     peer): recovery at the next open, a pause for the others; nothing of
- *     the index changes. An unindexed file in msg/ is an orphan reindex
- *     puts back (no 250 given).
+ *     the index changes. An unindexed file in msg/ is an orphan that
+ *     queue_recover() puts back (no 250 given; see ORPHANS).
  *   killed inside an index transaction (between txn_begin and commit):
  *     failchk by a waiter, or recovery at the next open, aborts it; the
  *     message was not acknowledged.
@@ -399,10 +412,19 @@ int queue_delete(QUEUE *q, const char *id, char **error_r);
  * pending recipient's domain. Counts go to *files_r (files with queued
  * recipients), *entries_r (index entries), damaged files to *damaged_r
  * (each logged with msg_warn, left in place). A file whose recipients are
- * all final is removed (a removal a crash interrupted). Also removes stale
- * incoming/ files older than one day. 0 or -1. */
+ * all final is removed (a removal a crash interrupted). Also removes what
+ * dead writers left in incoming/. 0 or -1. */
 int queue_reindex(QUEUE *q, size_t *files_r, size_t *entries_r, size_t *damaged_r,
                   char **error_r);
+
+/* Orphan recovery (ORPHANS above): a dead writer's incoming/ file older
+ * than QUEUE_RECOVER_AGE seconds (at time now) is indexed again when it
+ * reached msg/ (*recovered_r) or else removed (*removed_r); on the first
+ * run after a reboot every file in msg/ is indexed again (*checked_r
+ * files). Safe while sessions and writers run. 0, or -1 with *error_r. */
+#define QUEUE_RECOVER_AGE 60
+int queue_recover(QUEUE *q, long now, size_t *recovered_r, size_t *removed_r,
+                  size_t *checked_r, char **error_r);
 
 /* Fault injection (tests only): when var_test_fault_point equals point,
  * the process kills itself with SIGKILL. Points in the queue library:

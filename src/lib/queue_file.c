@@ -27,7 +27,6 @@
  * 1000 bytes each stay well below). */
 #define QUEUE_HEADER_MAX (16 * 1024 * 1024)
 #define QUEUE_HEADER_FIRST_READ (16 * 1024)
-#define QUEUE_STALE_INCOMING (24 * 3600)
 #define QUEUE_DELETE_WAIT_MS 5000
 #define QUEUE_REINDEX_BATCH 256
 
@@ -142,6 +141,17 @@ struct queue_writer {
     char **domains;
     size_t domain_count;
 };
+
+static int
+writer_lock(int fd)
+{
+    struct flock fl;
+
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    return fcntl(fd, F_OFD_SETLK, &fl);
+}
 
 static void
 writer_free(QUEUE_WRITER *w)
@@ -276,6 +286,14 @@ queue_writer_begin(QUEUE *q, const QUEUE_ENV *env, char **error_r)
         }
     }
     memcpy(w->tmp, w->id, sizeof(w->tmp));
+    /* The writer's mark of life: queue_recover_incoming() leaves a locked
+     * incoming/ file alone (the kernel drops the lock when we die). */
+    if (writer_lock(w->fd) < 0) {
+        queue_error(error_r, "lock %s/incoming/%s: %m", q->dir, w->tmp);
+        (void) unlinkat(q->incoming_fd, w->tmp, 0);
+        writer_free(w);
+        return NULL;
+    }
 
     qbuf_str(&h, "ODMRQ 1\n");
     qbuf_line(&h, "id", w->id);
@@ -364,12 +382,15 @@ queue_writer_abort(QUEUE_WRITER **wp)
 }
 
 /*
- * Move incoming/TMP to msg/XY/ID without ever replacing an existing file:
- * an ID collision with a queued message must not destroy that message.
- * On collision the ID is redrawn and the id line rewritten in place.
+ * Link incoming/TMP to msg/XY/ID without ever replacing an existing file:
+ * link(2) refuses to, so an ID collision with a queued message cannot
+ * destroy that message. On collision the ID is redrawn and the id line
+ * rewritten in place. incoming/TMP stays until the index commit is done:
+ * while it exists, a file in msg/ under its ID may be an orphan (queue.h,
+ * ORPHANS).
  */
 static int
-writer_rename(QUEUE_WRITER *w, int *xy_fd_r, char **error_r)
+writer_link(QUEUE_WRITER *w, int *xy_fd_r, char **error_r)
 {
     QUEUE *q = w->q;
 
@@ -378,21 +399,12 @@ writer_rename(QUEUE_WRITER *w, int *xy_fd_r, char **error_r)
 
         if (xy < 0)
             return -1;
-        if (renameat2(q->incoming_fd, w->tmp, xy, w->id, RENAME_NOREPLACE) == 0) {
+        if (linkat(q->incoming_fd, w->tmp, xy, w->id, 0) == 0) {
             *xy_fd_r = xy;
             return 0;
         }
-        if (errno == EINVAL || errno == ENOSYS) {
-            /* File system without RENAME_NOREPLACE: link(2) also refuses
-             * to replace. */
-            if (linkat(q->incoming_fd, w->tmp, xy, w->id, 0) == 0) {
-                (void) unlinkat(q->incoming_fd, w->tmp, 0);
-                *xy_fd_r = xy;
-                return 0;
-            }
-        }
         if (errno != EEXIST || attempt >= 20) {
-            queue_error(error_r, "rename %s/incoming/%s to msg/: %m", q->dir, w->tmp);
+            queue_error(error_r, "link %s/incoming/%s into msg/: %m", q->dir, w->tmp);
             return -1;
         }
         queue_new_id(w->id);
@@ -441,7 +453,7 @@ queue_writer_commit_bulk(QUEUE_WRITER **wp, char *id_r, char ***domains_r, size_
     int xy = -1;
 
     *wp = NULL;
-    if (writer_finish(w) < 0 || writer_rename(w, &xy, &w->error) < 0) {
+    if (writer_finish(w) < 0 || writer_link(w, &xy, &w->error) < 0) {
         (void) unlinkat(w->q->incoming_fd, w->tmp, 0);
         if (error_r != NULL) {
             *error_r = w->error;
@@ -450,6 +462,8 @@ queue_writer_commit_bulk(QUEUE_WRITER **wp, char *id_r, char ***domains_r, size_
         writer_free(w);
         return -1;
     }
+    /* Bulk loading (tests, benchmarks): no crash guarantees. */
+    (void) unlinkat(w->q->incoming_fd, w->tmp, 0);
     memcpy(id_r, w->id, QUEUE_ID_LEN + 1);
     *domains_r = w->domains;
     *count_r = w->domain_count;
@@ -475,7 +489,7 @@ queue_writer_commit(QUEUE_WRITER **wp, char *id_r, char **error_r)
         goto fail_tmp;
     }
     queue_fault("after-fsync");
-    if (writer_rename(w, &xy, &w->error) < 0)
+    if (writer_link(w, &xy, &w->error) < 0)
         goto fail_tmp;
     queue_fault("after-rename");
     if (fsync(xy) < 0) {
@@ -485,19 +499,20 @@ queue_writer_commit(QUEUE_WRITER **wp, char *id_r, char **error_r)
     if (queue_index_add(q, w->domains, w->domain_count, w->id, &w->error) < 0)
         goto fail_msg;
     queue_fault("after-index");
+    /* Indexed: no longer a possible orphan. (A crash before this unlink
+     * leaves incoming/TMP; recovery indexes the file again, harmlessly.) */
+    (void) unlinkat(q->incoming_fd, w->tmp, 0);
     memcpy(id_r, w->id, QUEUE_ID_LEN + 1);
     writer_free(w);
     return 0;
 
 fail_msg:
     /* Not accepted: the caller says 4xx, so the file must go. A crash
-     * before this unlink leaves an orphan that reindex would deliver: a
-     * duplicate, never a loss. */
+     * before these unlinks leaves an orphan that recovery would deliver:
+     * a duplicate, never a loss. */
     (void) unlinkat(xy, w->id, 0);
-    goto fail;
 fail_tmp:
     (void) unlinkat(q->incoming_fd, w->tmp, 0);
-fail:
     if (error_r != NULL) {
         *error_r = w->error;
         w->error = NULL;
@@ -1544,7 +1559,7 @@ reindex_one(const char *id, void *ctx)
     if (f == NULL) {
         if (errno == ENOENT)
             return 0; /* flushed meanwhile */
-        msg_warn("%s", error ? error : "unknown error");
+        msg_warn("%s", error);
         free(error);
         if (errno == EINVAL)
             r->damaged++;
@@ -1579,30 +1594,201 @@ reindex_one(const char *id, void *ctx)
     return 0;
 }
 
-static void
-reindex_incoming(QUEUE *q)
+/*
+ * Is incoming/NAME left by a dead writer? A live writer holds an OFD lock
+ * on it from the moment it is created; the age margin covers the instant
+ * between creation and locking. Returns an open descriptor (read-write,
+ * locked by us) for a dead writer's file, -1 otherwise.
+ */
+static int
+incoming_dead(QUEUE *q, const char *name, time_t cutoff)
 {
-    int fd = openat(q->incoming_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    time_t cutoff = time(NULL) - QUEUE_STALE_INCOMING;
-    struct dirent *de;
     struct stat st;
+    int fd;
+
+    if (strlen(name) != QUEUE_ID_LEN || !queue_id_valid(name))
+        return -1;
+    fd = openat(q->incoming_fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_mtime > cutoff
+        || writer_lock(fd) < 0) {
+        (void) close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The ID in a queue file's id line (rewritten after an ID collision, so
+ * not always the name in incoming/). */
+static int
+incoming_id(int fd, char *id_r)
+{
+    char head[QUEUE_ID_LINE_OFFSET + QUEUE_ID_LEN + 1];
+
+    if (pread(fd, head, sizeof(head), 0) != (ssize_t) sizeof(head)
+        || memcmp(head, "ODMRQ 1\nid ", QUEUE_ID_LINE_OFFSET) != 0
+        || head[QUEUE_ID_LINE_OFFSET + QUEUE_ID_LEN] != '\n')
+        return -1;
+    memcpy(id_r, head + QUEUE_ID_LINE_OFFSET, QUEUE_ID_LEN);
+    id_r[QUEUE_ID_LEN] = 0;
+    return queue_id_valid(id_r) ? 0 : -1;
+}
+
+/* The kernel's boot ID, "" when unknown. */
+static void
+boot_id(char *buf, size_t size)
+{
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
+
+    if (fd >= 0)
+        (void) close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    buf[strcspn(buf, "\n")] = 0;
+}
+
+static int
+scan_one(const char *id, void *ctx)
+{
+    return reindex_one(id, ctx);
+}
+
+/*
+ * After a reboot (a power failure, a kernel crash) the incoming/ entry
+ * that marks a possible orphan may not have reached the disk: once per
+ * boot, every file in msg/ gets its index entries again (queue.h,
+ * ORPHANS). The boot ID last scanned is in db/boot-id.
+ */
+static int
+recover_after_boot(QUEUE *q, size_t *files_r, char **error_r)
+{
+    char now_id[64], seen[64] = "", path[4096], tmp[4096];
+    REINDEX_CTX r;
+    int fd, ret;
+
+    boot_id(now_id, sizeof(now_id));
+    (void) str_format(path, sizeof(path), "%s/db/boot-id", q->dir);
+    if (now_id[0] == 0)
+        return 0;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+        ssize_t n = read(fd, seen, sizeof(seen) - 1);
+
+        seen[n > 0 ? n : 0] = 0;
+        seen[strcspn(seen, "\n")] = 0;
+        (void) close(fd);
+    }
+    if (strcmp(seen, now_id) == 0)
+        return 0;
+    memset(&r, 0, sizeof(r));
+    r.q = q;
+    ret = queue_walk_files(q, scan_one, &r, error_r);
+    if (ret == 0 && r.pair_count > 0)
+        ret = reindex_flush(&r);
+    for (size_t i = 0; i < r.pair_count; i++)
+        free(r.pairs[i].domain);
+    free(r.pairs);
+    if (ret < 0) {
+        if (r.error != NULL && error_r != NULL && *error_r == NULL)
+            *error_r = r.error;
+        else
+            free(r.error);
+        return -1;
+    }
+    *files_r = r.files;
+    (void) str_format(tmp, sizeof(tmp), "%s.%ld", path, (long) getpid());
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0) {
+        ret = write(fd, now_id, strlen(now_id)) == (ssize_t) strlen(now_id) ? 0 : -1;
+        if (close(fd) < 0 || ret < 0 || rename(tmp, path) < 0)
+            fd = -1;
+    }
+    if (fd < 0) {
+        queue_error(error_r, "write %s: %m", path);
+        (void) unlink(tmp);
+        return -1;
+    }
+    msg_info("queue %s: first run since boot: %zu queue files checked for index entries",
+             q->dir, r.files);
+    return 0;
+}
+
+static int
+recover_incoming(QUEUE *q, long now, long min_age, size_t *recovered_r,
+                 size_t *removed_r, char **error_r)
+{
+    int dfd = openat(q->incoming_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    REINDEX_CTX r;
+    struct dirent *de;
+    size_t recovered = 0, removed = 0;
+    int ret = 0;
     DIR *d;
 
-    if (fd < 0 || (d = fdopendir(fd)) == NULL) {
-        if (fd >= 0)
-            (void) close(fd);
-        return;
+    if (dfd < 0 || (d = fdopendir(dfd)) == NULL) {
+        queue_error(error_r, "open %s/incoming: %m", q->dir);
+        if (dfd >= 0)
+            (void) close(dfd);
+        return -1;
     }
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
+    memset(&r, 0, sizeof(r));
+    r.q = q;
+    while (ret == 0 && (de = readdir(d)) != NULL) {
+        char id[QUEUE_ID_LEN + 1];
+        struct stat tmp_st, msg_st;
+        int fd, xy;
+
+        if (de->d_name[0] == '.' || (fd = incoming_dead(q, de->d_name, now - min_age)) < 0)
             continue;
-        if (fstatat(q->incoming_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
-            && S_ISREG(st.st_mode) && st.st_mtime < cutoff) {
-            msg_info("removing stale incoming file %s", de->d_name);
-            (void) unlinkat(q->incoming_fd, de->d_name, 0);
+        /* Linked into msg/ (the same inode) but maybe never indexed: index
+         * it again (adding an entry twice is harmless). Otherwise it never
+         * got that far, and nobody was told it was accepted. */
+        if (incoming_id(fd, id) == 0 && fstat(fd, &tmp_st) == 0
+            && (xy = queue_xy_fd(q, id, 0, NULL)) >= 0
+            && fstatat(xy, id, &msg_st, AT_SYMLINK_NOFOLLOW) == 0
+            && msg_st.st_ino == tmp_st.st_ino && msg_st.st_dev == tmp_st.st_dev) {
+            size_t files = r.files;
+
+            (void) reindex_one(id, &r);
+            ret = r.pair_count > 0 ? reindex_flush(&r) : 0;
+            if (ret == 0 && r.files > files) {
+                msg_info("%s: recovered: its writer died before the index commit", id);
+                recovered++;
+            }
+        } else {
+            msg_info("removing incoming file %s: its writer died before the message "
+                     "was complete", de->d_name);
+            removed++;
         }
+        if (ret == 0)
+            (void) unlinkat(q->incoming_fd, de->d_name, 0);
+        (void) close(fd);
     }
     (void) closedir(d);
+    free(r.pairs);
+    if (ret < 0) {
+        if (error_r != NULL)
+            *error_r = r.error;
+        else
+            free(r.error);
+        return -1;
+    }
+    if (recovered_r)
+        *recovered_r = recovered;
+    if (removed_r)
+        *removed_r = removed;
+    return 0;
+}
+
+int
+queue_recover(QUEUE *q, long now, size_t *recovered_r, size_t *removed_r,
+               size_t *checked_r, char **error_r)
+{
+    size_t checked = 0;
+
+    if (recover_after_boot(q, &checked, error_r) < 0)
+        return -1;
+    if (checked_r)
+        *checked_r = checked;
+    return recover_incoming(q, now, QUEUE_RECOVER_AGE, recovered_r, removed_r, error_r);
 }
 
 int
@@ -1633,7 +1819,10 @@ queue_reindex(QUEUE *q, size_t *files_r, size_t *entries_r, size_t *damaged_r,
             free(r.error);
         return -1;
     }
-    reindex_incoming(q);
+    /* Every file in msg/ is indexed now; what a dead writer left in
+     * incoming/ can go (or is indexed again, harmlessly). */
+    if (recover_incoming(q, (long) time(NULL), QUEUE_RECOVER_AGE, NULL, NULL, error_r) < 0)
+        return -1;
     if (files_r)
         *files_r = r.files;
     if (entries_r)

@@ -251,7 +251,7 @@ list_one(const char *id, void *ctx)
 
     if (f == NULL) {
         if (errno != ENOENT) {
-            printf("%-18s  (%s)\n\n", id, error ? error : "unreadable");
+            printf("%-18s  (%s)\n\n", id, error);
             l->count++;
         }
         free(error);
@@ -456,10 +456,10 @@ cmd_delete_ids(QUEUE *q, int argc, char **argv)
             printf("%s: deleted\n", id);
             msg_info("%s: removed by the administrator", id);
         } else if (errno == ENOENT) {
-            msg_warn("%s", error ? error : "no such message");
+            msg_warn("%s", error);
             status = status == EX_OK ? EX_NOINPUT : status;
         } else {
-            msg_warn("%s", error ? error : "delete failed");
+            msg_warn("%s", error);
             status = EX_TEMPFAIL;
         }
         free(error);
@@ -589,10 +589,10 @@ cmd_bounce(QUEUE *q, int argc, char **argv)
         if (notice_bounce(q, ids[i], now, &st, &error) == 0) {
             printf("%s: returned to sender\n", ids[i]);
         } else if (errno == ENOENT) {
-            msg_warn("%s", error ? error : "no such message");
+            msg_warn("%s", error);
             status = status == EX_OK ? EX_NOINPUT : status;
         } else {
-            msg_warn("%s", error ? error : "bounce failed");
+            msg_warn("%s", error);
             status = EX_TEMPFAIL;
         }
         x_free(&error);
@@ -622,6 +622,8 @@ cmd_expire(QUEUE *q, long now, int dry_run)
 {
     NOTICE_STATS st;
     char *error = NULL;
+    size_t recovered = 0, removed = 0;
+    int status = EX_OK;
 
     if (dry_run) {
         long expire_before = now - var_maximal_queue_lifetime;
@@ -646,15 +648,25 @@ cmd_expire(QUEUE *q, long now, int dry_run)
         queue_ids_free(&ids, (size_t) nids);
         return EX_OK;
     }
+    /* Orphans first (queue.h, ORPHANS): a recovered message then expires
+     * or is warned about like any other. */
+    if (queue_recover(q, now, &recovered, &removed, NULL, &error) < 0) {
+        msg_warn("expire: orphan recovery: %s", error);
+        x_free(&error);
+        status = EX_TEMPFAIL;
+    } else if (recovered + removed > 0) {
+        printf("recovered %zu orphaned message%s, removed %zu incomplete incoming file%s\n",
+               recovered, recovered == 1 ? "" : "s", removed, removed == 1 ? "" : "s");
+    }
     memset(&st, 0, sizeof(st));
     if (notice_expire(q, now, &st, &error) < 0) {
         notice_summary("expire", &st);
-        msg_warn("expire: %s", error ? error : "error");
+        msg_warn("expire: %s", error);
         free(error);
         return EX_TEMPFAIL;
     }
     notice_summary("expire", &st);
-    return EX_OK;
+    return status;
 }
 
 /* ---- stats ---------------------------------------------------------------- */

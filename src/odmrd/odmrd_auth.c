@@ -72,7 +72,7 @@ external_user(ODMRD_SESSION *sp)
         return NULL;
     default:
         msg_warn("%s: tls_cert_user_maps lookup of %s: %s", sp->client, fp,
-                 err ? err : "error");
+                 err);
         free(err);
         /* Try again at the next EHLO/AUTH. */
         sp->external_checked = 0;
@@ -179,7 +179,7 @@ secret_lookup(void *ctx, const char *user, char **secret_r)
 
     if (ret == MAP_ERROR) {
         msg_warn("%s: auth_maps lookup of %s: %s", sp->client,
-                 log_clean(clean, sizeof(clean), user, strlen(user)), err ? err : "error");
+                 log_clean(clean, sizeof(clean), user, strlen(user)), err);
         free(err);
     }
     return ret;

@@ -727,7 +727,7 @@ txn_queue_update(FLUSH *f, FLUSH_MSG *m)
         }
         if (queue_file_done(f->sp->queue, &m->qf, f->sp->domains[j], &err) < 0) {
             msg_warn("%s: queue_file_done for %s: %s", id, f->sp->domains[j],
-                     err ? err : "error");
+                     err);
             x_free(&err);
         }
     }
@@ -736,7 +736,7 @@ txn_queue_update(FLUSH *f, FLUSH_MSG *m)
         queue_file_close(&m->qf);
     if (++f->since_sync >= 100) {
         if (queue_sync(f->sp->queue, &err) < 0) {
-            msg_warn("queue_sync: %s", err ? err : "error");
+            msg_warn("queue_sync: %s", err);
             free(err);
         }
         f->since_sync = 0;
@@ -1003,7 +1003,7 @@ txn_select(FLUSH *f, FLUSH_MSG *m, const char *domain, const char *id)
             msg_debug("%s: queue file gone; dropping its %s index entry", id, domain);
             if (queue_index_drop(f->sp->queue, domain, id, &err) < 0)
                 msg_warn("%s: cannot drop index entry for %s: %s", id, domain,
-                         err ? err : "error");
+                         err);
         } else
             msg_warn("%s: cannot open queue file: %s", id, err ? err : strerror(errno));
         free(err);
@@ -1034,7 +1034,7 @@ txn_select(FLUSH *f, FLUSH_MSG *m, const char *domain, const char *id)
          * interrupted before its index update): just drop the entry. */
         txn_free(m);
         if (queue_file_done(f->sp->queue, &m->qf, domain, &err) < 0) {
-            msg_warn("%s: queue_file_done for %s: %s", id, domain, err ? err : "error");
+            msg_warn("%s: queue_file_done for %s: %s", id, domain, err);
             free(err);
         }
         if (m->qf != NULL)
@@ -1128,14 +1128,14 @@ txn_refused_here(FLUSH *f, FLUSH_MSG *m)
                 (void) str_format(text, sizeof(text),
                                   "host %s does not announce 8BITMIME and the message "
                                   "cannot be converted to 7-bit MIME: %s",
-                                  f->sp->client, err ? err : "unknown reason");
+                                  f->sp->client, err);
                 for (size_t k = 0; k < m->n; k++)
                     rcpt_result(f, m, k, 550, "5.6.3", NULL, text);
             }
         }
         if (r < 0) {
             (void) str_format(text, sizeof(text), "8-bit to 7-bit conversion failed: %s",
-                              err ? err : "unknown error");
+                              err);
             msg_warn("%s: %s", env->id, text);
             for (size_t k = 0; k < m->n; k++)
                 rcpt_result(f, m, k, 451, "4.3.0", NULL, text);
@@ -1345,7 +1345,7 @@ flush_domain(FLUSH *f, const char *domain)
     ssize_t n = queue_domain_ids(f->sp->queue, domain, &ids, &err);
 
     if (n < 0) {
-        msg_warn("%s: queue lookup of %s: %s", f->sp->client, domain, err ? err : "error");
+        msg_warn("%s: queue lookup of %s: %s", f->sp->client, domain, err);
         free(err);
         return;
     }
@@ -1362,7 +1362,7 @@ flush_domain(FLUSH *f, const char *domain)
     /* Make this domain's marks and index removals durable before the next
      * domain's lookups. */
     if (queue_sync(f->sp->queue, &err) < 0) {
-        msg_warn("queue_sync: %s", err ? err : "error");
+        msg_warn("queue_sync: %s", err);
         free(err);
     }
     f->since_sync = 0;
@@ -1412,7 +1412,7 @@ odmrd_flush_run(ODMRD_SESSION *sp)
             (void) flush_read(&f, &r);
     }
     if (queue_sync(sp->queue, &err) < 0) {
-        msg_warn("queue_sync: %s", err ? err : "error");
+        msg_warn("queue_sync: %s", err);
         free(err);
     }
     msg_info("%s: reversed session done: messages=%lu sent=%lu deferred=%lu bounced=%lu",

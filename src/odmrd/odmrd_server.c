@@ -304,7 +304,7 @@ domain_owner_check(ODMRD_SESSION *sp, const char *d)
         return ATRN_REFUSED;
     default:
         if (atrn_warn_ok(sp))
-            msg_warn("%s: domain_maps lookup of %s: %s", sp->client, d, err ? err : "error");
+            msg_warn("%s: domain_maps lookup of %s: %s", sp->client, d, err);
         free(err);
         return ATRN_TEMPFAIL;
     }
@@ -343,12 +343,12 @@ collect_user_domains(ODMRD_SESSION *sp, DOMAIN_LIST *out)
             break;
         default:
             msg_warn("%s: user_domain_maps lookup of %s: %s", sp->client, sp->sasl_username_log,
-                     err ? err : "error");
+                     err);
             free(err);
             return ATRN_TEMPFAIL;
         }
     } else if (queue_walk_domains(sp->queue, collect_indexed, &cand, &err) < 0) {
-        msg_warn("%s: queue index walk: %s", sp->client, err ? err : "error");
+        msg_warn("%s: queue index walk: %s", sp->client, err);
         free(err);
         return ATRN_TEMPFAIL;
     }
@@ -455,7 +455,7 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
     /* 2. The queue, opened at the first ATRN (AUTH failures never touch it). */
     if (sp->queue == NULL && (sp->queue = queue_open(var_queue_dir, 0, &err)) == NULL) {
         msg_warn("%s: cannot open queue %s: %s", sp->client, var_queue_dir,
-                 err ? err : "error");
+                 err);
         x_free(&err);
         atrn_answer(sp, request, &dl, 451, "4.3.0", tempfail_text);
         goto out;
@@ -477,7 +477,7 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
                          sp->client, dl.names[i]);
             else if (errno != EAGAIN && atrn_warn_ok(sp))
                 msg_warn("%s: ATRN: cannot lock domain %s: %s", sp->client, dl.names[i],
-                         err ? err : "error");
+                         err);
             x_free(&err);
             tempfail = 1;
             break;
@@ -497,7 +497,7 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
 
         if (has < 0) {
             msg_warn("%s: queue lookup of %s: %s", sp->client, sp->domains[i],
-                     err ? err : "error");
+                     err);
             x_free(&err);
             tempfail = 1;
             break;

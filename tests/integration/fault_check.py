@@ -8,6 +8,10 @@ test_fault_point parameter in odmr.cf). Afterwards:
   - Postfix got no 250, so it keeps the message and delivers it again once
     the fault is gone: the message is then held, complete and indexed
     (a kill after the index commit may leave a duplicate, never a loss);
+  - odmr-queue expire's orphan recovery indexes what a writer killed
+    after the link into msg/ left unindexed, from its incoming/ entry
+    alone, and removes what was never complete; after a reboot (a new
+    boot ID) it checks every file once;
   - odmr-queue reindex finds no damaged file.
 """
 import os
@@ -110,13 +114,76 @@ def run_point(point, visible, indexed):
         report(point + ": exactly one copy", len(paths) == 1, repr(paths))
 
 
+def incoming_files():
+    return sorted(os.listdir(os.path.join(env["QUEUE_DIR"], "incoming")))
+
+
+def unindexed():
+    idx = indexed_ids(env, "example.org")
+    return {os.path.basename(p) for p in queue_files(env)} - idx
+
+
+def check_recovery():
+    """The orphans the kill points left: recovered by expire from incoming/."""
+    orphans = unindexed()
+    report("kill points left orphans in msg/", len(orphans) >= 1, repr(orphans))
+    report("... each with its incoming/ entry", orphans <= set(incoming_files()),
+           "orphans=%r incoming=%r" % (orphans, incoming_files()))
+    # Younger than QUEUE_RECOVER_AGE: left alone (a writer may be starting).
+    out = odmr_queue(env, "expire")
+    report("expire leaves young incoming files alone", out.returncode == 0
+           and unindexed() == orphans, out.stdout + out.stderr)
+    out = odmr_queue(env, "expire", "--now", "+2m")
+    m = re.search(r"recovered (\d+) orphaned message", out.stdout)
+    # Writers killed after the index commit left incoming/ entries too:
+    # their files are indexed again, harmlessly, and counted.
+    report("expire recovers the orphans", out.returncode == 0 and m is not None
+           and int(m.group(1)) >= len(orphans), out.stdout + out.stderr)
+    report("every file in msg/ is indexed after expire", not unindexed(), repr(unindexed()))
+    report("incoming/ is empty after expire", incoming_files() == [], repr(incoming_files()))
+    log = open(env["ODMR_LOG_FILE"], errors="replace").read()
+    report("recovery logged per message", all(
+        "%s: recovered: its writer died before the index commit" % i in log for i in orphans),
+        "")
+
+
+def check_boot_scan():
+    """A system crash may lose the incoming/ entry: once per boot, all of msg/."""
+    set_fault("after-rename")
+    subj = "fault-boot"
+    n = deferred_lines()
+    smtp_send(env, "sender@sender.test", ["f@example.org"], make_message(subj, b"boot\r\n"))
+    report("boot: killed after the link", wait_until(lambda: killed_logged(n), 60), "")
+    set_fault(None)
+    orphans = unindexed()
+    for name in incoming_files():  # as if the crash lost incoming/'s block
+        os.unlink(os.path.join(env["QUEUE_DIR"], "incoming", name))
+    out = odmr_queue(env, "expire", "--now", "+2m")
+    report("boot: same boot, no incoming/ entry: not found", out.returncode == 0
+           and unindexed() == orphans and len(orphans) == 1, repr(orphans))
+    with open(os.path.join(env["QUEUE_DIR"], "db", "boot-id"), "w") as f:
+        f.write("00000000-0000-0000-0000-000000000000\n")
+    out = odmr_queue(env, "expire")
+    report("boot: first run after a reboot indexes it", out.returncode == 0
+           and not unindexed(), out.stdout + out.stderr)
+    log = open(env["ODMR_LOG_FILE"], errors="replace").read()
+    report("boot: logged", "first run since boot" in log, "")
+    subprocess.run(["postqueue", "-c", env["CONFIG_DIR"], "-f"], check=True)
+    wait_until(lambda: postfix_queue_empty(env), 90)
+
+
 def main():
+    # Remember this boot, so only incoming/ can tell the orphans below.
+    out = odmr_queue(env, "expire")
+    report("expire on a fresh queue", out.returncode == 0, out.stdout + out.stderr)
     try:
         for point, visible, indexed in POINTS:
             try:
                 run_point(point, visible, indexed)
             except Exception as e:
                 report(point, False, "exception %r" % (e,))
+        check_recovery()
+        check_boot_scan()
     finally:
         set_fault(None)
     out = odmr_queue(env, "reindex")

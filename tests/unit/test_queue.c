@@ -148,6 +148,15 @@ count_dir(const char *path)
 }
 
 static int
+count_incoming(T *t)
+{
+    char path[4096];
+
+    snprintf(path, sizeof(path), "%s/incoming", t->qdir);
+    return count_dir(path);
+}
+
+static int
 count_file_cb(const char *id, void *ctx)
 {
     (*(int *) ctx)++;
@@ -1027,6 +1036,48 @@ run_fault(T *t, const char *point, int want_file, int want_indexed)
     assert_int_equal(count_files(q), want_file);
     assert_int_equal(count_ids(q, "fault.example"), want_indexed);
     assert_int_equal(count_ids(q, "fault2.example"), want_indexed);
+    /* Orphan recovery from incoming/ alone (this boot already seen). */
+    {
+        char path[4096], boot[64] = "";
+        size_t recovered = 9, removed = 9, checked = 9;
+        int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY);
+        ssize_t n;
+
+        assert_true(fd >= 0);
+        n = read(fd, boot, sizeof(boot) - 1);
+        assert_true(n > 0);
+        close(fd);
+        snprintf(path, sizeof(path), "%s/db/boot-id", t->qdir);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        assert_true(fd >= 0 && write(fd, boot, (size_t) n) == n);
+        close(fd);
+        assert_int_equal(count_incoming(t), 1);
+        /* Too young: a writer may be between creating and locking it. */
+        assert_int_equal(queue_recover(q, (long) time(NULL), &recovered, &removed, &checked,
+                                       &error), 0);
+        assert_int_equal(recovered + removed + checked, 0);
+        assert_int_equal(count_incoming(t), 1);
+        assert_int_equal(queue_recover(q, (long) time(NULL) + 2 * QUEUE_RECOVER_AGE, &recovered,
+                                       &removed, &checked, &error), 0);
+        assert_int_equal(recovered, (size_t) want_file);
+        assert_int_equal(removed, (size_t) !want_file);
+        assert_int_equal(checked, 0);
+        assert_int_equal(count_incoming(t), 0);
+        assert_int_equal(count_files(q), want_file);
+        assert_int_equal(count_ids(q, "fault.example"), want_file);
+        assert_int_equal(count_ids(q, "fault2.example"), want_file);
+        /* A new boot: every file is looked at once. */
+        fd = open(path, O_WRONLY | O_TRUNC);
+        assert_true(fd >= 0 && write(fd, "old\n", 4) == 4);
+        close(fd);
+        assert_int_equal(queue_recover(q, (long) time(NULL), &recovered, &removed, &checked,
+                                       &error), 0);
+        assert_int_equal(checked, (size_t) want_file);
+        assert_int_equal(count_ids(q, "fault.example"), want_file); /* not twice */
+        assert_int_equal(queue_recover(q, (long) time(NULL), &recovered, &removed, &checked,
+                                       &error), 0);
+        assert_int_equal(checked, 0);
+    }
     if (want_file) {
         char **ids = NULL;
         ssize_t n;
