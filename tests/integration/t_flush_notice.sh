@@ -183,6 +183,49 @@ assert "Gr\u00fc\u00dfe aus K\u00f6ln, eight-body." in t and ".leading dot" in t
 else
     fail "no 8BITMIME: the customer gets 7-bit quoted-printable that decodes to the original" "$(cat "$RECV/001.env" 2>/dev/null; head -c 600 "$RECV/001.msg" 2>/dev/null)"
 fi
+# 8-bit multipart: each 8-bit leaf becomes quoted-printable, the rest is
+# kept, and every part decodes to what was sent.
+/usr/bin/python3 - "$SMTP_HOST" "$SMTP_PORT" <<'EOF'
+import smtplib, sys
+from email.message import EmailMessage
+from email import policy
+m = EmailMessage(policy=policy.SMTP)
+m["From"] = "alice@sink.test"
+m["To"] = "multi@example.org"
+m["Subject"] = "eight-multi"
+m.set_content("Gr\u00fc\u00dfe, eight-multi plain.\n.dot line\n", charset="utf-8", cte="8bit")
+m.add_alternative("<p>K\u00f6ln, eight-multi html</p>\n", subtype="html", charset="utf-8",
+                  cte="8bit")
+m.add_attachment(bytes(range(256)), maintype="application", subtype="octet-stream",
+                 filename="bytes.bin")
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
+s.ehlo("client.test")
+s.sendmail("alice@sink.test", ["multi@example.org"], m.as_bytes(), mail_options=["BODY=8BITMIME"])
+s.quit()
+EOF
+wait_for 30 held multi@example.org || true
+customer --domains example.org --no-8bitmime
+if [ -f "$RECV/001.msg" ] && ! LC_ALL=C grep -q $'[\x80-\xff]' "$RECV/001.msg" &&
+    /usr/bin/python3 -c '
+import email, sys
+m = email.message_from_binary_file(open(sys.argv[1], "rb"))
+assert m["Subject"] == "eight-multi", m["Subject"]
+leaves = [p for p in m.walk() if not p.is_multipart()]
+assert [p.get_content_type() for p in leaves] == ["text/plain", "text/html",
+                                                  "application/octet-stream"], leaves
+for p in leaves[:2]:
+    assert p["Content-Transfer-Encoding"].strip().lower() == "quoted-printable", p.items()
+assert leaves[0].get_payload(decode=True).decode("utf-8") == \
+    "Gr\u00fc\u00dfe, eight-multi plain.\n.dot line\n"
+assert leaves[1].get_payload(decode=True).decode("utf-8") == \
+    "<p>K\u00f6ln, eight-multi html</p>\n"
+assert leaves[2].get_payload(decode=True) == bytes(range(256))
+' "$RECV/001.msg"; then
+    ok "no 8BITMIME: an 8-bit multipart arrives 7-bit, every part decoding to the original"
+else
+    fail "no 8BITMIME: an 8-bit multipart arrives 7-bit, every part decoding to the original" \
+        "$(cat "$RECV/001.env" 2>/dev/null; head -c 1500 "$RECV/001.msg" 2>/dev/null)"
+fi
 send8 eighthdr@example.org header
 wait_for 30 held eighthdr@example.org || true
 customer --domains example.org --no-8bitmime
