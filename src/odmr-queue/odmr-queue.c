@@ -60,7 +60,14 @@
  *         flush of one of the message's domains to end.
  *
  *     expire [-n] [--now time]
- *         What a timer runs every few minutes. Messages older than
+ *         What a timer runs every few minutes. First the orphan recovery:
+ *         a message whose writer (odmr-store, odmr-enqueue) died between
+ *         putting its file in the queue and indexing it is indexed, and
+ *         what such a writer left half written is removed (logged either
+ *         way; the sender got no 250 for them, so at worst a duplicate is
+ *         delivered). It looks only at the files being written; on its
+ *         first run after a reboot it also checks every queue file once.
+ *         Then messages older than
  *         maximal_queue_lifetime expire: their queued recipients fail
  *         (4.4.7, status=expired) and the sender gets a non-delivery
  *         notice. When delay_warning_time is set (and shorter than
