@@ -172,6 +172,9 @@ gen_bulk(QUEUE *q, long count, const char *content, size_t clen, const char *pat
         domains[0] = NULL;
         queue_strings_free(&domains, nd);
         memcpy(pairs[np].id, id, sizeof(id));
+        /* The domain's figures: one recipient, the content with its dot. */
+        pairs[np].rcpts = 1;
+        pairs[np].bytes = (long long) clen + 3;
         np++;
         if (np == BULK_TXN || i == count - 1) {
             if (queue_index_add_pairs(q, pairs, np, &err) < 0)

@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "queue_private.h"
+#include "queue_stats.h"
 #include "util.h"
 
 /* Our own output buffer: a typical message becomes one write(2). */
@@ -140,6 +141,7 @@ struct queue_writer {
     char tail[2];        /* last two content bytes: does it end in CRLF? */
     char *error;         /* first write error, reported by commit */
     char **domains;
+    unsigned *domain_rcpts; /* recipients of each domain, for its figures */
     size_t domain_count;
 };
 
@@ -151,6 +153,7 @@ writer_free(QUEUE_WRITER *w)
     free(w->buf);
     free(w->error);
     queue_strings_free(&w->domains, w->domain_count);
+    free(w->domain_rcpts);
     free(w);
 }
 
@@ -262,6 +265,7 @@ queue_writer_begin(QUEUE *q, const QUEUE_ENV *env, char **error_r)
     w->q = q;
     w->fd = -1;
     w->domain_count = queue_env_domains(env, 0, &w->domains);
+    w->domain_rcpts = queue_stats_rcpts(env, w->domains, w->domain_count);
 
     /* O_EXCL: another process may have drawn the same ID. */
     for (int attempt = 0;; attempt++) {
@@ -482,7 +486,8 @@ queue_writer_commit(QUEUE_WRITER **wp, char *id_r, char **error_r)
         queue_error(&w->error, "fsync %s/msg directory: %m", q->dir);
         goto fail_msg;
     }
-    if (queue_index_add(q, w->domains, w->domain_count, w->id, &w->error) < 0)
+    if (queue_index_add(q, w->domains, w->domain_rcpts, w->domain_count, w->id, w->content_len,
+                        &w->error) < 0)
         goto fail_msg;
     queue_fault("after-index");
     memcpy(id_r, w->id, QUEUE_ID_LEN + 1);
@@ -1210,6 +1215,7 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
     char *key = str_lower(x_strdup(domain));
     struct flock fl;
     int pending_here = 0, pending_all = 0, owed = 0, locked = 0;
+    unsigned queued_here = 0;
     int ret = 0;
 
     *fp = NULL;
@@ -1236,8 +1242,10 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
         if (f->env.rcpt[i].status != QUEUE_RCPT_QUEUED)
             continue;
         pending_all = 1;
-        if (rcpt_in_domain(&f->env.rcpt[i], key))
+        if (rcpt_in_domain(&f->env.rcpt[i], key)) {
             pending_here = 1;
+            queued_here++;
+        }
     }
     /* A notice is owed: on the notice list, in the same transaction as
      * the index removals below (queue.h, NOTICES). */
@@ -1264,9 +1272,13 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
         }
     } else if (!pending_here) {
         queue_pending_add(q, key, f->env.id);
+    } else {
+        /* A recipient of this domain is still queued (deferred), so the
+         * entry stays and the next flush tries again; the domain's figures
+         * follow the recipients delivered meanwhile, in the transaction
+         * that comes after their marks are on disk. */
+        queue_pending_recount(q, key, f->env.id, queued_here);
     }
-    /* else: a recipient of this domain is still queued (deferred), so the
-     * entry stays and the next flush tries again. */
 
 out:
     free(key);
@@ -1529,6 +1541,8 @@ reindex_push(REINDEX_CTX *r, const char *key, const char *id, int add)
     r->pairs[r->pair_count].domain = x_strdup(key);
     memcpy(r->pairs[r->pair_count].id, id, QUEUE_ID_LEN + 1);
     r->pairs[r->pair_count].add = add;
+    r->pairs[r->pair_count].rcpts = 0;
+    r->pairs[r->pair_count].bytes = 0;
     r->pair_count++;
 }
 
@@ -1570,8 +1584,16 @@ reindex_one(const char *id, void *ctx)
     } else {
         r->files++;
     }
-    for (size_t i = 0; i < n; i++)
-        reindex_push(r, domains[i], id, 1);
+    {
+        unsigned *rcpts = queue_stats_rcpts(&f->env, domains, n);
+
+        for (size_t i = 0; i < n; i++) {
+            reindex_push(r, domains[i], id, 1);
+            r->pairs[r->pair_count - 1].rcpts = rcpts[i];
+            r->pairs[r->pair_count - 1].bytes = f->env.content_length;
+        }
+        free(rcpts);
+    }
     queue_strings_free(&domains, n);
     queue_file_close(&f);
     if (++r->files_in_batch >= QUEUE_REINDEX_BATCH)
@@ -1634,6 +1656,8 @@ queue_reindex(QUEUE *q, size_t *files_r, size_t *entries_r, size_t *damaged_r,
         return -1;
     }
     reindex_incoming(q);
+    if (queue_figures_reindexed(q, r.damaged, error_r) < 0)
+        return -1;
     if (files_r)
         *files_r = r.files;
     if (entries_r)

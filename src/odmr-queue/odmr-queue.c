@@ -155,6 +155,7 @@
 #include "config.h"
 #include "log.h"
 #include "notice.h"
+#include "odmr-queue.h"
 #include "queue.h"
 #include "util.h"
 
@@ -167,7 +168,9 @@ usage(void)
             "usage: odmr-queue [-v] [-c config_dir] [-o name=value] command\n"
             "  list [domain] | summary | show queue_id | delete queue_id... |\n"
             "  delete -d domain | bounce queue_id... | bounce -d domain |\n"
-            "  expire [-n] [--now time] | reindex | stats [--json]\n");
+            "  expire [-n] [--now time] | reindex |\n"
+            "  stats [--json] [--walk] [-d domain | -u user] [--stale days] [--now time]\n"
+            "  stats --prometheus [-o file] [--min-messages n] [--now time]\n");
     exit(EX_USAGE);
 }
 
@@ -209,7 +212,7 @@ status_name(int status)
     }
 }
 
-static void
+void
 format_date(long sec, char *buf, size_t size)
 {
     time_t t = (time_t) sec;
@@ -219,7 +222,7 @@ format_date(long sec, char *buf, size_t size)
         str_copy(buf, "?", size);
 }
 
-static void
+void
 format_age(long seconds, char *buf, size_t size)
 {
     if (seconds < 0)
@@ -603,7 +606,7 @@ cmd_bounce(QUEUE *q, int argc, char **argv)
 }
 
 /* --now: epoch seconds, or +N / -N with a unit (s, m, h, d, w) from now. */
-static int
+int
 parse_now(const char *arg, long *now_r)
 {
     long v;
@@ -707,8 +710,8 @@ stats_domain(const char *domain, size_t count, void *ctx)
     return 0;
 }
 
-static int
-cmd_stats(QUEUE *q, int json)
+int
+cmd_stats_walk(QUEUE *q, int json)
 {
     STATS s;
     char *error = NULL, age[32];
@@ -755,6 +758,7 @@ main(int argc, char **argv)
     QUEUE *q;
     int c, status, readonly, dry_run = 0;
     long now = (long) time(NULL);
+    STATS_OPTS so;
 
     fds_sanitize();
     msg_init(argv[0], MSG_STDERR | MSG_SYSLOG);
@@ -793,12 +797,19 @@ main(int argc, char **argv)
                 usage();
         }
     } else if (strcmp(cmd, "stats") == 0) {
-        if (argc > 1 || (argc == 1 && strcmp(argv[0], "--json") != 0))
+        if (stats_parse(argc, argv, &so) < 0)
             usage();
     } else {
         usage();
     }
     config_load();
+    /* stats -o FILE: the file is made as the caller (root may write where
+     * the queue owner may not), the figures are read as the queue owner. */
+    if (strcmp(cmd, "stats") == 0 && so.output != NULL) {
+        if (stats_output_open(&so) < 0)
+            return EX_CANTCREAT;
+        stats_output_fork(&so);
+    }
     drop_privileges(var_queue_dir);
     readonly = strcmp(cmd, "delete") != 0 && strcmp(cmd, "reindex") != 0
                && strcmp(cmd, "bounce") != 0 && !(strcmp(cmd, "expire") == 0 && !dry_run);
@@ -837,7 +848,7 @@ main(int argc, char **argv)
         msg_info("reindex: files=%zu entries=%zu damaged=%zu", files, entries, damaged);
         status = EX_OK;
     } else {
-        status = cmd_stats(q, argc == 1);
+        status = cmd_stats(q, &so);
     }
     queue_close(&q);
     if (fflush(stdout) != 0)
