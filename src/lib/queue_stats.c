@@ -596,6 +596,10 @@ collect_one(QUEUE *q, DB_TXN *txn, int prefix, const COLLECT_CTX *c,
     if (len == 0 || len > 255)
         return 0;
     klen = stats_key(key, prefix, r->name, len, NULL);
+    if (prefix == STATS_COLLECT_DOMAIN)
+        for (size_t i = 1; i < klen; i++)
+            if (key[i] >= 'A' && key[i] <= 'Z')
+                key[i] += 'a' - 'A';
     ret = stats_get(q, txn, key, klen, &rec, sizeof(rec), DB_RMW);
     if (ret == DB_NOTFOUND)
         memset(&rec, 0, sizeof(rec));
