@@ -15,7 +15,8 @@
  *
  * -b (bulk): for the 1,000,000-message queue. The same writer makes the
  * same files (queue_writer_commit_bulk: no fsync, no index entries), and
- * the index entries go in transactions of 10,000 (queue_index_add_pairs).
+ * the index entries (and the domain figures) go in transactions of 2,500
+ * (queue_index_add_pairs; more would run out of Berkeley DB locks).
  * Not crash-safe: it only builds a test queue quickly.
  *
  * Run it as the queue's owner (setpriv --reuid odmr ...). Prints the count
@@ -37,7 +38,7 @@
 #include "util.h"
 
 #define LINE_LEN 76 /* content bytes per line before CRLF */
-#define BULK_TXN 10000
+#define BULK_TXN 2500
 
 static void
 usage(void)

@@ -27,38 +27,49 @@
  *     With -d domain, age, messages and bytes are those of one domain.
  *
  *     Options:
+ *     .TP
  *     -w, --warning range
+ *     The warning threshold. Ranges in the Monitoring Plugins syntax:
+ *     "10" alerts outside 0..10, "10:" below 10, "~:10" above 10, "10:20"
+ *     outside 10..20, "@10:20" inside 10..20. Without -w and -c the status
+ *     is OK and the line only reports.
+ *     .TP
  *     -c, --critical range
- *         Threshold ranges in the Monitoring Plugins syntax: "10" alerts
- *         outside 0..10, "10:" below 10, "~:10" above 10, "10:20" outside
- *         10..20, "@10:20" inside 10..20. Without them the status is OK
- *         and the line only reports.
+ *     The critical threshold.
+ *     .TP
  *     -m, --measure age|messages|bytes|stale
- *         What the thresholds apply to (default age).
+ *     What the thresholds apply to (default age).
+ *     .TP
  *     -d, --domain domain
- *         One domain's age, messages or bytes.
+ *     One domain's age, messages or bytes.
+ *     .TP
  *     -s, --stale-days days
- *         For the stale measure: not collected for this many days
- *         (default 7).
+ *     For the stale measure: not collected for this many days (default 7).
+ *     .TP
  *     --config-dir dir
- *         Read dir/odmr.cf (default: $MAIL_CONFIG, else /etc/postfix), as
- *         odmr-queue does.
+ *     Read dir/odmr.cf (default: $MAIL_CONFIG, else /etc/postfix), as
+ *     odmr-queue does.
+ *     .TP
  *     -t, --timeout seconds
- *         Give up with UNKNOWN after this long (default 10).
+ *     UNKNOWN after this long (default 10).
+ *     .TP
  *     --now time
- *         Judge ages as if the clock said time: epoch seconds, or +N / -N
- *         with a unit (s, m, h, d, w) relative to now. For tests.
+ *     Judge ages as if the clock said time: epoch seconds, or +N / -N with
+ *     a unit (s, m, h, d, w) relative to now. For tests.
+ *     .TP
  *     -v, --verbose
- *         After the status line, one line per domain with mail.
+ *     After the status line, one line per domain with mail.
+ *     .TP
  *     -h, --help, -V, --version
+ *     Help, version.
+ *     .PP
  *
  * OUTPUT
- *     One line, e.g.
+ *     One line (folded here), e.g.
  *         ODMR WARNING - oldest message 2h00m old (7200 s, example.org);
- *         12 messages in 3 domains | age=7200s;3600;86400;0
- *         messages=12;;;0 bytes=40960B;;;0 domains=3;;;0
- *     (one line in fact). A queue that cannot be read gives UNKNOWN with
- *     the reason.
+ *           12 messages, 40960 bytes in 3 domains | age=7200s;3600;86400;0
+ *           messages=12;;;0 bytes=40960B;;;0 domains=3;;;0
+ *     A queue that cannot be read gives UNKNOWN with the reason.
  *
  * SECURITY
  *     The queue directory belongs to the odmr user, mode 0700. Run the
