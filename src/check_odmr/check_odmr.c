@@ -166,7 +166,8 @@ on_alarm(int sig)
     static const char text[] = "ODMR UNKNOWN - timed out\n";
 
     (void) sig;
-    (void) write(1, text, sizeof(text) - 1);
+    if (write(1, text, sizeof(text) - 1) < 0)
+        _exit(PLUGIN_UNKNOWN);
     _exit(PLUGIN_UNKNOWN);
 }
 

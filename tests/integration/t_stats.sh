@@ -5,14 +5,15 @@
 # stores killed at the fault points; stats_check.py), reindex; the
 # collection records of a flush (per domain and SASL user), not touched by
 # a refused ATRN (450); stats --stale; stats --prometheus -o FILE checked
-# by promtool (Debian's prometheus package).
+# by promtool (Debian's prometheus package); check_odmr's 0, 1, 2 (with
+# --now, not by waiting) and 3 on a missing queue.
 set -eu
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 require_root
 require_cmd postfix
-require_bin odmrd odmr-enqueue odmr-queue
+require_bin odmrd odmr-enqueue odmr-queue check_odmr
 
 sandbox_start
 
@@ -134,6 +135,46 @@ if ! grep -q '{domain=' <<<"$out" && grep -q '^odmr_queue_messages 3$' <<<"$out"
 else
     fail "prometheus: --min-messages bounds the per-domain lines" "$out"
 fi
+
+# ---- check_odmr -------------------------------------------------------------------
+# Run as the administrator would (root; it reads the queue as its owner). The
+# clock is moved with --now, never by waiting.
+plugin() {
+    rc=0
+    out=$("$BIN/check_odmr" --config-dir "$CONFIG_DIR" "$@" 2>&1) || rc=$?
+}
+plugin_is() { # NAME WANT_RC ERE ARGS...
+    local name=$1 want=$2 ere=$3
+    shift 3
+    plugin "$@"
+    if [ "$rc" = "$want" ] && [ "$(wc -l <<<"$out")" = 1 ] && grep -Eq -- "$ere" <<<"$out"; then
+        ok "check_odmr: $name"
+    else
+        fail "check_odmr: $name" "exit $rc: $out"
+    fi
+}
+PERF='\| age=[0-9]+s;3600;86400;0 messages=[0-9]+;;;0 bytes=[0-9]+B;;;0 domains=3;;;0$'
+plugin_is "0 while the oldest message is young" 0 "^ODMR OK - oldest message .*$PERF" -w 3600 -c 86400
+plugin_is "1 two hours later" 1 "^ODMR WARNING - oldest message 2h.*$PERF" -w 3600 -c 86400 --now +2h
+plugin_is "2 two days later" 2 "^ODMR CRITICAL - oldest message 2d.*$PERF" -w 3600 -c 86400 --now +2d
+plugin_is "-m messages -d" 1 '^ODMR WARNING - .*\| age=.* messages=1;0;;0 ' -m messages -d example.org -w 0
+plugin_is "-m bytes with an inside range" 2 '^ODMR CRITICAL - .* bytes=[0-9]+B;;@1:1000000;0 ' -m bytes -c @1:1000000
+plugin_is "-m stale" 2 '^ODMR CRITICAL - 2 domains with mail not collected for 1 day; .* stale_domains=2;;1;0$' -m stale -s 1 -c 1
+plugin_is "-m stale, all collected recently enough" 0 '^ODMR OK - 2 domains' -m stale -s 1 -c 2
+mkdir -p "$SANDBOX_DIR/noqueue"
+printf 'queue_directory = %s/missing-queue\n' "$SANDBOX_DIR" >"$SANDBOX_DIR/noqueue/odmr.cf"
+rc=0
+out=$("$BIN/check_odmr" --config-dir "$SANDBOX_DIR/noqueue" -w 1 -c 2 2>&1) || rc=$?
+if [ "$rc" = 3 ] && [ "$out" = "ODMR UNKNOWN - no queue: $SANDBOX_DIR/missing-queue: No such file or directory" ]; then
+    ok "check_odmr: 3 with a clear line on a missing queue"
+else
+    fail "check_odmr: 3 with a clear line on a missing queue" "exit $rc: $out"
+fi
+if [ ! -e "$SANDBOX_DIR/missing-queue" ]; then ok "check_odmr: creates nothing"; else fail "check_odmr: creates nothing" "made $SANDBOX_DIR/missing-queue"; fi
+plugin_is "3 on a bad range" 3 '^ODMR UNKNOWN - bad warning range' -w 5:3
+rc=0
+out=$(MAIL_CONFIG=$CONFIG_DIR "$BIN/check_odmr" 2>&1) || rc=$?
+if [ "$rc" = 0 ] && grep -q '^ODMR OK - ' <<<"$out"; then ok "check_odmr: \$MAIL_CONFIG"; else fail "check_odmr: \$MAIL_CONFIG" "exit $rc: $out"; fi
 
 # ---- churn ---------------------------------------------------------------------------
 export ODMR_PASSWORD_cust1 ODMR_PASSWORD_cust2
