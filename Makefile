@@ -16,6 +16,8 @@ LIBEXECDIR ?= $(PREFIX)/lib/postfix-odmr
 SBINDIR ?= $(PREFIX)/sbin
 BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
+# Where Debian's monitoring-plugins put plugins (and third-party ones).
+PLUGINDIR ?= $(PREFIX)/lib/nagios/plugins
 OPT     ?= -O2 -g
 SAN     ?=
 WARN    = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
@@ -28,6 +30,9 @@ LIB_OBJ  := $(LIB_SRC:src/lib/%.c=$(BUILD)/lib/%.o)
 LIB_A    := $(BUILD)/libodmr.a
 PROGS    := $(sort $(notdir $(patsubst %/,%,$(wildcard src/odmr*/))))
 PROG_BIN := $(PROGS:%=$(BUILD)/bin/%)
+# Monitoring plugins (src/check_*/): installed to PLUGINDIR, man section 8.
+PLUGINS  := $(sort $(notdir $(patsubst %/,%,$(wildcard src/check_*/))))
+PLUGIN_BIN := $(PLUGINS:%=$(BUILD)/bin/%)
 # Programs the administrator runs go to sbin, the customer's to bin (man
 # section 1); the rest are run by Postfix.
 ADMIN_PROGS := odmr-queue odmr-passwd
@@ -38,7 +43,7 @@ FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 .PHONY: all check check-unit check-integration asan clang fuzz fuzz-quick install clean man
 
-all: $(LIB_A) $(PROG_BIN) $(UNIT_BIN)
+all: $(LIB_A) $(PROG_BIN) $(PLUGIN_BIN) $(UNIT_BIN)
 
 $(BUILD)/lib/%.o: src/lib/%.c $(wildcard src/lib/*.h)
 	@mkdir -p $(dir $@)
@@ -106,6 +111,8 @@ install: all
 	    *) install -m 0755 $(BUILD)/bin/$$p $(DESTDIR)$(LIBEXECDIR)/$$p ;; \
 	    esac; \
 	done
+	install -d $(DESTDIR)$(PLUGINDIR)
+	for p in $(PLUGINS); do install -m 0755 $(BUILD)/bin/$$p $(DESTDIR)$(PLUGINDIR)/$$p; done
 	install -m 0755 scripts/postfix-odmr-setup $(DESTDIR)$(SBINDIR)/postfix-odmr-setup
 	install -m 0755 scripts/odmr-expire $(DESTDIR)$(LIBEXECDIR)/odmr-expire
 	for m in $(wildcard man/*.1); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man1/; done
@@ -119,6 +126,7 @@ man:
 	    case " $(USER_PROGS) " in *" $$p "*) s=1 ;; *) s=8 ;; esac; \
 	    scripts/srctoman src/$$p/$$p.c $$s > man/$$p.$$s; \
 	done
+	for p in $(PLUGINS); do scripts/srctoman src/$$p/$$p.c 8 > man/$$p.8; done
 
 clean:
 	rm -rf build build-asan build-clang build-fuzz

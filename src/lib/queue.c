@@ -301,6 +301,10 @@ queue_open_dirs(QUEUE *q, char **error_r)
 static void
 queue_env_close(QUEUE *q)
 {
+    if (q->stats_db != NULL) {
+        (void) q->stats_db->close(q->stats_db, 0);
+        q->stats_db = NULL;
+    }
     if (q->db != NULL) {
         (void) q->db->close(q->db, 0);
         q->db = NULL;
@@ -439,7 +443,9 @@ queue_env_try(QUEUE *q, const char *home, int recover, char **error_r)
                            0600);
         if (ret == 0) {
             q->db = db;
-            return 0;
+            if ((ret = queue_stats_open(q, error_r)) == 0)
+                return 0;
+            break;
         }
         (void) db->close(db, 0);
         if (ret != DB_LOCK_DEADLOCK || attempt >= QUEUE_TXN_RETRIES) {
@@ -591,11 +597,6 @@ queue_dir(const QUEUE *q)
 
 /* ---- transactions --------------------------------------------------------- */
 
-typedef int (*QUEUE_TXN_FN)(QUEUE *q, DB_TXN *txn, void *ctx);
-
-#define QUEUE_TXN_READ 1    /* read committed: locks go as the cursor moves */
-#define QUEUE_TXN_DURABLE 2 /* flush the log before returning (index_sync) */
-
 /*
  * Run fn in a transaction; fn must be repeatable (it is run again after a
  * conflict). The commit itself never waits for the disk: the log is flushed
@@ -619,7 +620,7 @@ typedef int (*QUEUE_TXN_FN)(QUEUE *q, DB_TXN *txn, void *ctx);
  * have reached the log, and adding or removing an entry twice is harmless.
  * Reopening stops after QUEUE_OPEN_WAIT_S.
  */
-static int
+int
 queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
               char **error_r)
 {
@@ -709,24 +710,36 @@ dbt_set(DBT *dbt, const void *data, size_t len)
     dbt->size = (u_int32_t) len;
 }
 
+void
+queue_dbt_set(DBT *dbt, const void *data, size_t len)
+{
+    dbt_set(dbt, data, len);
+}
+
 /* ---- index operations ----------------------------------------------------- */
 
 typedef struct {
     char *const *domains;
+    const unsigned *rcpts;
     size_t count;
     const char *id;
+    long long bytes;
 } QUEUE_ADD_CTX;
 
-/* Add one (domain, ID) entry; one already there is fine. */
+/* Add one (domain, ID) entry; one already there is fine. A domain entry
+ * that is new is counted in the domain's figures, in the same
+ * transaction. */
 static int
-queue_put(QUEUE *q, DB_TXN *txn, const char *domain, const char *id)
+queue_put(QUEUE *q, DB_TXN *txn, const QUEUE_PAIR *p)
 {
     DBT key, data;
     int ret;
 
-    dbt_set(&key, domain, strlen(domain));
-    dbt_set(&data, id, QUEUE_ID_LEN);
+    dbt_set(&key, p->domain, strlen(p->domain));
+    dbt_set(&data, p->id, QUEUE_ID_LEN);
     ret = q->db->put(q->db, txn, &key, &data, DB_NODUPDATA);
+    if (ret == 0 && (unsigned char) p->domain[0] >= 0x20)
+        ret = queue_stats_added(q, txn, p);
     return ret == DB_KEYEXIST ? 0 : ret;
 }
 
@@ -734,20 +747,27 @@ static int
 queue_add_fn(QUEUE *q, DB_TXN *txn, void *ctx)
 {
     QUEUE_ADD_CTX *a = ctx;
+    QUEUE_PAIR p;
 
+    memset(&p, 0, sizeof(p));
+    memcpy(p.id, a->id, QUEUE_ID_LEN);
+    p.bytes = a->bytes;
     for (size_t i = 0; i < a->count; i++) {
-        int ret = queue_put(q, txn, a->domains[i], a->id);
+        int ret;
 
-        if (ret != 0)
+        p.domain = a->domains[i];
+        p.rcpts = a->rcpts[i];
+        if ((ret = queue_put(q, txn, &p)) != 0)
             return ret;
     }
     return 0;
 }
 
 int
-queue_index_add(QUEUE *q, char *const *domains, size_t count, const char *id, char **error_r)
+queue_index_add(QUEUE *q, char *const *domains, const unsigned *rcpts, size_t count,
+                const char *id, long long bytes, char **error_r)
 {
-    QUEUE_ADD_CTX a = {domains, count, id};
+    QUEUE_ADD_CTX a = {domains, rcpts, count, id, bytes};
 
     if (q->flags & QUEUE_OPEN_READONLY) {
         queue_error(error_r, "queue %s: opened read-only", q->dir);
@@ -767,7 +787,7 @@ queue_add_pairs_fn(QUEUE *q, DB_TXN *txn, void *ctx)
     QUEUE_PAIRS_CTX *a = ctx;
 
     for (size_t i = 0; i < a->count; i++) {
-        int ret = queue_put(q, txn, a->pairs[i].domain, a->pairs[i].id);
+        int ret = queue_put(q, txn, &a->pairs[i]);
 
         if (ret != 0)
             return ret;
@@ -801,8 +821,12 @@ queue_remove_fn(QUEUE *q, DB_TXN *txn, void *ctx)
     for (size_t i = 0; i < r->count && ret == 0; i++) {
         DBT key, data;
 
+        if (r->pairs[i].add == QUEUE_PAIR_RECOUNT) {
+            ret = queue_stats_recount(q, txn, &r->pairs[i]);
+            continue;
+        }
         if (r->pairs[i].add) {
-            ret = queue_put(q, txn, r->pairs[i].domain, r->pairs[i].id);
+            ret = queue_put(q, txn, &r->pairs[i]);
             continue;
         }
         dbt_set(&key, r->pairs[i].domain, strlen(r->pairs[i].domain));
@@ -810,6 +834,11 @@ queue_remove_fn(QUEUE *q, DB_TXN *txn, void *ctx)
         ret = cur->get(cur, &key, &data, DB_GET_BOTH);
         if (ret == 0)
             ret = cur->del(cur, 0);
+        /* Only a removal that found its entry takes back its figures: a
+         * removal done twice changes them once. */
+        if (ret == 0 && (unsigned char) r->pairs[i].domain[0] >= 0x20)
+            ret = queue_stats_removed(q, txn, r->pairs[i].domain,
+                                      strlen(r->pairs[i].domain), r->pairs[i].id);
         else if (ret == DB_NOTFOUND)
             ret = 0;
     }
@@ -856,8 +885,9 @@ static int
 queue_truncate_fn(QUEUE *q, DB_TXN *txn, void *ctx)
 {
     u_int32_t count;
+    int ret = q->db->truncate(q->db, txn, &count, 0);
 
-    return q->db->truncate(q->db, txn, &count, 0);
+    return ret == 0 ? queue_stats_truncate(q, txn) : ret;
 }
 
 int
@@ -1453,7 +1483,16 @@ queue_pending_push(QUEUE *q, const char *key, const char *id, int add)
     q->pending[q->pending_count].domain = x_strdup(key);
     memcpy(q->pending[q->pending_count].id, id, QUEUE_ID_LEN + 1);
     q->pending[q->pending_count].add = add;
+    q->pending[q->pending_count].rcpts = 0;
+    q->pending[q->pending_count].bytes = 0;
     q->pending_count++;
+}
+
+void
+queue_pending_recount(QUEUE *q, const char *domain, const char *id, unsigned queued)
+{
+    queue_pending_push(q, domain, id, QUEUE_PAIR_RECOUNT);
+    q->pending[q->pending_count - 1].rcpts = queued;
 }
 
 void

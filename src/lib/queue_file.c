@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "queue_private.h"
+#include "queue_stats.h"
 #include "util.h"
 
 /* Our own output buffer: a typical message becomes one write(2). */
@@ -139,6 +140,7 @@ struct queue_writer {
     char tail[2];        /* last two content bytes: does it end in CRLF? */
     char *error;         /* first write error, reported by commit */
     char **domains;
+    unsigned *domain_rcpts; /* recipients of each domain, for its figures */
     size_t domain_count;
 };
 
@@ -161,6 +163,7 @@ writer_free(QUEUE_WRITER *w)
     free(w->buf);
     free(w->error);
     queue_strings_free(&w->domains, w->domain_count);
+    free(w->domain_rcpts);
     free(w);
 }
 
@@ -272,6 +275,7 @@ queue_writer_begin(QUEUE *q, const QUEUE_ENV *env, char **error_r)
     w->q = q;
     w->fd = -1;
     w->domain_count = queue_env_domains(env, 0, &w->domains);
+    w->domain_rcpts = queue_stats_rcpts(env, w->domains, w->domain_count);
 
     /* O_EXCL: another process may have drawn the same ID. */
     for (int attempt = 0;; attempt++) {
@@ -496,7 +500,8 @@ queue_writer_commit(QUEUE_WRITER **wp, char *id_r, char **error_r)
         queue_error(&w->error, "fsync %s/msg directory: %m", q->dir);
         goto fail_msg;
     }
-    if (queue_index_add(q, w->domains, w->domain_count, w->id, &w->error) < 0)
+    if (queue_index_add(q, w->domains, w->domain_rcpts, w->domain_count, w->id, w->content_len,
+                        &w->error) < 0)
         goto fail_msg;
     queue_fault("after-index");
     /* Indexed: no longer a possible orphan. (A crash before this unlink
@@ -1225,6 +1230,7 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
     char *key = str_lower(x_strdup(domain));
     struct flock fl;
     int pending_here = 0, pending_all = 0, owed = 0, locked = 0;
+    unsigned queued_here = 0;
     int ret = 0;
 
     *fp = NULL;
@@ -1251,8 +1257,10 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
         if (f->env.rcpt[i].status != QUEUE_RCPT_QUEUED)
             continue;
         pending_all = 1;
-        if (rcpt_in_domain(&f->env.rcpt[i], key))
+        if (rcpt_in_domain(&f->env.rcpt[i], key)) {
             pending_here = 1;
+            queued_here++;
+        }
     }
     /* A notice is owed: on the notice list, in the same transaction as
      * the index removals below (queue.h, NOTICES). */
@@ -1279,9 +1287,13 @@ queue_file_done(QUEUE *q, QUEUE_FILE **fp, const char *domain, char **error_r)
         }
     } else if (!pending_here) {
         queue_pending_add(q, key, f->env.id);
+    } else {
+        /* A recipient of this domain is still queued (deferred), so the
+         * entry stays and the next flush tries again; the domain's figures
+         * follow the recipients delivered meanwhile, in the transaction
+         * that comes after their marks are on disk. */
+        queue_pending_recount(q, key, f->env.id, queued_here);
     }
-    /* else: a recipient of this domain is still queued (deferred), so the
-     * entry stays and the next flush tries again. */
 
 out:
     free(key);
@@ -1544,6 +1556,8 @@ reindex_push(REINDEX_CTX *r, const char *key, const char *id, int add)
     r->pairs[r->pair_count].domain = x_strdup(key);
     memcpy(r->pairs[r->pair_count].id, id, QUEUE_ID_LEN + 1);
     r->pairs[r->pair_count].add = add;
+    r->pairs[r->pair_count].rcpts = 0;
+    r->pairs[r->pair_count].bytes = 0;
     r->pair_count++;
 }
 
@@ -1585,8 +1599,16 @@ reindex_one(const char *id, void *ctx)
     } else {
         r->files++;
     }
-    for (size_t i = 0; i < n; i++)
-        reindex_push(r, domains[i], id, 1);
+    {
+        unsigned *rcpts = queue_stats_rcpts(&f->env, domains, n);
+
+        for (size_t i = 0; i < n; i++) {
+            reindex_push(r, domains[i], id, 1);
+            r->pairs[r->pair_count - 1].rcpts = rcpts[i];
+            r->pairs[r->pair_count - 1].bytes = f->env.content_length;
+        }
+        free(rcpts);
+    }
     queue_strings_free(&domains, n);
     queue_file_close(&f);
     if (++r->files_in_batch >= QUEUE_REINDEX_BATCH)
@@ -1821,7 +1843,8 @@ queue_reindex(QUEUE *q, size_t *files_r, size_t *entries_r, size_t *damaged_r,
     }
     /* Every file in msg/ is indexed now; what a dead writer left in
      * incoming/ can go (or is indexed again, harmlessly). */
-    if (recover_incoming(q, (long) time(NULL), QUEUE_RECOVER_AGE, NULL, NULL, error_r) < 0)
+    if (recover_incoming(q, (long) time(NULL), QUEUE_RECOVER_AGE, NULL, NULL, error_r) < 0
+        || queue_figures_reindexed(q, r.damaged, error_r) < 0)
         return -1;
     if (files_r)
         *files_r = r.files;

@@ -18,11 +18,18 @@
 #define QUEUE_ID_LINE_OFFSET 11
 
 /* One pending index change, committed by queue_sync(): a removal, or an
- * addition (add = 1; the notice list). */
+ * addition (add = 1; the notice list), or (add = QUEUE_PAIR_RECOUNT) a
+ * new count of the domain's queued recipients in a file whose entry stays
+ * (queue_stats.c). rcpts and bytes: what a domain entry that is added
+ * counts in the domain's figures (its queued recipients in the file, the
+ * file's content length). */
+#define QUEUE_PAIR_RECOUNT 2
 typedef struct {
     char *domain;
     char id[QUEUE_ID_LEN + 1];
     int add;
+    unsigned rcpts;
+    long long bytes;
 } QUEUE_PAIR;
 
 /* Index keys no domain name can have (domain names start with a letter or
@@ -43,6 +50,7 @@ struct queue {
     int xy_fd[QUEUE_XY_DIRS]; /* msg/XY, opened on first use, -1 before */
     DB_ENV *env;
     DB *db;
+    DB *stats_db;          /* figures and collections (queue_stats.c) */
     unsigned commits;      /* since the last checkpoint attempt */
     QUEUE_PAIR *pending;   /* batched index removals */
     size_t pending_count, pending_alloc;
@@ -70,9 +78,10 @@ int queue_id_valid(const char *id);
 int queue_xy_index(const char *id);
 int queue_xy_fd(QUEUE *q, const char *id, int create, char **error_r);
 /* Add (domain, id) for each domain in one transaction (durable when
- * index_sync): 0 or -1. */
-int queue_index_add(QUEUE *q, char *const *domains, size_t count, const char *id,
-                    char **error_r);
+ * index_sync), with the domain's figures: rcpts[i] recipients of
+ * domains[i], bytes of content. 0 or -1. */
+int queue_index_add(QUEUE *q, char *const *domains, const unsigned *rcpts, size_t count,
+                    const char *id, long long bytes, char **error_r);
 /* Add pairs in one transaction (existing pairs are fine): 0 or -1. */
 int queue_index_add_pairs(QUEUE *q, const QUEUE_PAIR *pairs, size_t count, char **error_r);
 /* Remove pairs in one transaction (missing pairs are fine): 0 or -1. */
@@ -94,6 +103,35 @@ int queue_remove_file(QUEUE *q, int xy_fd, const char *id, int fd);
  * removal failed meanwhile. */
 int queue_reaper_drain(QUEUE *q, char **error_r);
 void queue_sync_fd_add(QUEUE *q, int fd);
+
+/* Transactions (queue.c): run fn in a transaction, again after a conflict
+ * (fn must be repeatable). */
+typedef int (*QUEUE_TXN_FN)(QUEUE *q, DB_TXN *txn, void *ctx);
+#define QUEUE_TXN_READ 1    /* read committed: locks go as the cursor moves */
+#define QUEUE_TXN_DURABLE 2 /* flush the log before returning (index_sync) */
+int queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
+                  char **error_r);
+void queue_dbt_set(DBT *dbt, const void *data, size_t len);
+
+/* queue_stats.c: the figures kept beside the index, changed in the index's
+ * own transactions. Each returns 0 or a Berkeley DB error. */
+/* Open stats.db in q->env (after index.db): 0 or the Berkeley DB error. */
+int queue_stats_open(QUEUE *q, char **error_r);
+/* A domain entry (p->domain, p->id) was added: count p->rcpts, p->bytes. */
+int queue_stats_added(QUEUE *q, DB_TXN *txn, const QUEUE_PAIR *p);
+/* A domain entry was removed: take back what it counted. */
+int queue_stats_removed(QUEUE *q, DB_TXN *txn, const char *domain, size_t len,
+                        const char *id);
+/* A kept entry now has p->rcpts queued recipients. */
+int queue_stats_recount(QUEUE *q, DB_TXN *txn, const QUEUE_PAIR *p);
+/* In the transaction that empties the index (reindex): empty the figures,
+ * keep the collection records, mark the figures as kept from now on. */
+int queue_stats_truncate(QUEUE *q, DB_TXN *txn);
+/* The queued recipients of each of domains[0..count) in env (malloc'd;
+ * at least one element). */
+unsigned *queue_stats_rcpts(const QUEUE_ENV *env, char *const *domains, size_t count);
+/* Put p on the pending list: a recount (queue_file_done). */
+void queue_pending_recount(QUEUE *q, const char *domain, const char *id, unsigned queued);
 
 
 #endif

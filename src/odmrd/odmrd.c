@@ -413,6 +413,7 @@ session_free(ODMRD_SESSION *sp)
     sp->ndomains = 0;
     queue_strings_free(&sp->notice_ids, sp->notice_count);
     sp->notice_count = sp->notice_alloc = 0;
+    odmrd_collect_free(sp);
     if (sp->queue)
         queue_close(&sp->queue);
     if (sp->domain_maps)
@@ -537,7 +538,7 @@ main(int argc, char **argv)
     odmrd_server_run(sp);
 
     fatal_session = NULL;
-    if (sp->notice_count > 0) {
+    if (sp->notice_count > 0 || odmrd_collect_pending(sp)) {
         /* The customer is done: close its connection first, then tell the
          * senders (sendmail may take its time; the customer never waits
          * for it). */
@@ -545,6 +546,7 @@ main(int argc, char **argv)
         linger_close();
         (void) close(0);
         (void) close(1);
+        odmrd_collect_write(sp);
         notices_send(sp);
         session_free(sp);
         return 0;

@@ -121,6 +121,9 @@ typedef struct odmrd_session {
      * relayed): sent once the customer's connection is closed. */
     char **notice_ids;
     size_t notice_count, notice_alloc;
+
+    /* The collection record, written at the end (odmrd_collect.c). */
+    struct odmrd_collect *collect;
 } ODMRD_SESSION;
 
 /* odmrd.c */
@@ -166,6 +169,19 @@ void odmrd_atrn_free(char ***domains, size_t count);
 void odmrd_flush_run(ODMRD_SESSION *sp);
 /* Remember that message id owes a notice (once per message). */
 void odmrd_notice_add(ODMRD_SESSION *sp, const char *id);
+
+/* odmrd_collect.c: the session's collection record (queue_stats.h). */
+/* The authorized ATRN turns around for sp->domains: start the record. */
+void odmrd_collect_begin(ODMRD_SESSION *sp);
+/* One message's outcome for sp->domains[domain]: QUEUE_RCPT_DELIVERED,
+ * QUEUE_RCPT_FAILED (bounced), anything else deferred. */
+void odmrd_collect_message(ODMRD_SESSION *sp, size_t domain, int outcome);
+/* The reason the session (or a delivery) failed; the last one stays. */
+void odmrd_collect_failure(ODMRD_SESSION *sp, const char *fmt, ...) ODMR_PRINTF(2, 3);
+int odmrd_collect_pending(const ODMRD_SESSION *sp);
+/* Write the record (one index transaction) and free it. */
+void odmrd_collect_write(ODMRD_SESSION *sp);
+void odmrd_collect_free(ODMRD_SESSION *sp);
 
 /* odmrd_tls.c */
 void *odmrd_tls_server_ctx(char **error_r);

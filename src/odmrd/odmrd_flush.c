@@ -374,6 +374,15 @@ rcpt_result(FLUSH *f, FLUSH_MSG *m, size_t k, int code, const char *dsn, const c
         reason.event = QUEUE_EVENT_DEFERRED;
         f->deferred++;
     }
+    if (code / 100 != 2) {
+        char why[LOG_CLEAN_BUFSIZE];
+
+        if (diag != NULL)
+            odmrd_collect_failure(f->sp, "customer's MTA answered %s",
+                                  log_clean(why, sizeof(why), diag, strlen(diag)));
+        else
+            odmrd_collect_failure(f->sp, "%s", text);
+    }
     /* The reason (odmr-queue show, the notices): the customer, its reply,
      * our text. A notice owed goes out after the session (odmrd.c). */
     m->final[k] = mark == QUEUE_RCPT_SUCCESS ? QUEUE_RCPT_DELIVERED : mark;
@@ -697,6 +706,39 @@ txn_free(FLUSH_MSG *m)
     m->too_many = NULL;
 }
 
+/* Has the message selected recipients in requested domain j? */
+static int
+flush_msg_in_domain(const FLUSH_MSG *m, size_t j)
+{
+    for (size_t k = 0; k < m->n; k++)
+        if (m->dom[k] == j)
+            return 1;
+    return 0;
+}
+
+/* For the collection record: the message's outcome in each requested
+ * domain it has recipients in: deferred when one of them was, else
+ * bounced when one failed, else delivered. */
+static void
+flush_collect_count(FLUSH *f, FLUSH_MSG *m)
+{
+    for (size_t j = 0; j < f->sp->ndomains; j++) {
+        int seen = 0, outcome = QUEUE_RCPT_DELIVERED;
+
+        for (size_t k = 0; k < m->n; k++) {
+            if (m->dom[k] != j)
+                continue;
+            seen = 1;
+            if (m->final[k] != QUEUE_RCPT_DELIVERED && m->final[k] != QUEUE_RCPT_FAILED)
+                outcome = QUEUE_RCPT_QUEUED;
+            else if (m->final[k] == QUEUE_RCPT_FAILED && outcome == QUEUE_RCPT_DELIVERED)
+                outcome = QUEUE_RCPT_FAILED;
+        }
+        if (seen)
+            odmrd_collect_message(f->sp, j, outcome);
+    }
+}
+
 /* The queue's bookkeeping for each requested domain of the message whose
  * selected recipients are all final now: that domain is done with the
  * file (queue_file_done() also removes the file once nothing is left). A
@@ -714,8 +756,11 @@ txn_queue_update(FLUSH *f, FLUSH_MSG *m)
     for (size_t k = 0; k < m->n; k++)
         if (m->final[k] != QUEUE_RCPT_DELIVERED && m->final[k] != QUEUE_RCPT_FAILED)
             final_dom[m->dom[k]] = 0;
+    flush_collect_count(f, m);
     for (size_t j = 0; j < nd; j++) {
-        if (!final_dom[j])
+        /* A domain with a deferred recipient keeps its entry, but its
+         * figures follow the recipients delivered (queue_file_done()). */
+        if (!final_dom[j] && !flush_msg_in_domain(m, j))
             continue;
         /* queue_file_done() closes the file: open it again for the next
          * domain of a multi-domain message (gone: nothing left to do). */
@@ -1415,6 +1460,8 @@ odmrd_flush_run(ODMRD_SESSION *sp)
         msg_warn("queue_sync: %s", err);
         free(err);
     }
+    if ((f.stop || f.hold) && f.stop_reason[0])
+        odmrd_collect_failure(sp, "%s", f.stop_reason);
     msg_info("%s: reversed session done: messages=%lu sent=%lu deferred=%lu bounced=%lu",
              sp->client, f.messages, f.sent, f.deferred, f.bounced);
     free(f.seen);

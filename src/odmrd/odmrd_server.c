@@ -531,6 +531,7 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
         atrn_answer(sp, request, &locked, 250, "2.0.0", "OK now reversing the connection");
     }
     odmrd_enter_state(sp, ODMRD_STATE_REVERSED);
+    odmrd_collect_begin(sp);
     odmrd_flush_run(sp);
     atrn_release(sp);
     odmrd_enter_state(sp, ODMRD_STATE_DONE);

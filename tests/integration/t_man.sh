@@ -7,7 +7,7 @@
 set -eu
 . "$(dirname "$0")/lib.sh"
 require_cmd groff
-for src in "$REPO_DIR"/src/odmr*/; do
+for src in "$REPO_DIR"/src/odmr*/ "$REPO_DIR"/src/check_*/; do
     p=$(basename "$src")
     [ -f "$src/$p.c" ] || continue
     # The Makefile's USER_PROGS (section 1); the rest are section 8.
