@@ -83,6 +83,8 @@ long var_odmrd_client_auth_failure_limit;
 long var_odmrd_client_user_auth_failure_limit;
 long var_odmrd_auth_failure_window;
 long var_odmrd_atrn_command_limit;
+long var_odmrd_atrn_wait;
+char *var_odmrd_atrn_wait_maps;
 
 #define CONFIG_FILE_NAME "odmr.cf"
 #define CONFIG_DEFAULT_DIR "/etc/postfix"
@@ -218,6 +220,10 @@ static const struct param params[] = {
     P_TIME("odmrd_auth_failure_window", "10m", var_odmrd_auth_failure_window, 's', 1,
            7 * DAY),
     P_INT("odmrd_atrn_command_limit", "10", var_odmrd_atrn_command_limit, 1, INT_MAX),
+    /* The waiting ATRN (issue 8): RFC 2645 gives the server 10 minutes to
+     * answer ATRN, so no wait may be longer. */
+    P_TIME("odmrd_atrn_wait", "0s", var_odmrd_atrn_wait, 's', 0, 600),
+    P_STR("odmrd_atrn_wait_maps", "", var_odmrd_atrn_wait_maps),
 };
 
 #define NPARAMS ODMR_ARRAY_LEN(params)

@@ -114,6 +114,11 @@ extern long var_odmrd_client_user_auth_failure_limit; /* = 5 per user name and
                                       * client address per window (0 = none) */
 extern long var_odmrd_auth_failure_window; /* = 10m */
 extern long var_odmrd_atrn_command_limit; /* = 10 ATRN commands per session */
+extern long var_odmrd_atrn_wait;     /* odmrd_atrn_wait = 0s: how long an ATRN that
+                                      * finds no mail waits for some (0 = answer 453
+                                      * at once; at most 10m, RFC 2645) */
+extern char *var_odmrd_atrn_wait_maps; /* odmrd_atrn_wait_maps = (empty): SASL user
+                                      * name -> wait time, for that user */
 
 /* The options every program takes, for getopt(): -c DIR, -o name=value and
  * -v (more logging). config_option() handles one of them and returns 1, or

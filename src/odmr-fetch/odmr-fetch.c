@@ -92,6 +92,24 @@
  *         content from the provider.
  *     --max-sessions n (default 20)
  *         Sessions in one run while LMTP splitting puts recipients off.
+ *     --follow
+ *         Do not exit: start the next session (a new connection, RFC 2645
+ *         ends the connection with the reversed session) as soon as one
+ *         ends. With a provider that holds an ATRN until mail arrives
+ *         (odmrd's odmrd_atrn_wait), mail reaches the local MTA about a
+ *         second after it reached the provider, without polling. An ATRN
+ *         answered 453 is repeated no sooner than --follow-pause after the
+ *         previous one (a provider that does not wait is not hammered);
+ *         after a failure (any other exit status) the next try comes after
+ *         10 seconds, doubling up to --retry-max, and the pause starts
+ *         again once a session works. SIGTERM, SIGINT or SIGHUP stop it
+ *         with status 0: at once while it waits for the ATRN reply
+ *         (nothing is being transferred), else when the session under way
+ *         ends; a second signal ends it at once (the provider keeps what
+ *         was not acknowledged). Keep --atrn-timeout above the provider's
+ *         wait. systemd/odmr-fetch-follow.service runs it.
+ *     --follow-pause time (default 60s), --retry-max time (default 600s)
+ *         See --follow.
  *     -c config_dir, -o name=value
  *         Read config_dir/odmr.cf, or set a parameter of it; only the
  *         logging parameters and myhostname are used here.
@@ -115,6 +133,8 @@
  *     commands it refused, split the recipients put off (LMTP).
  *
  * EXIT STATUS
+ *     With --follow the status is 0 when stopped by a signal; the
+ *     outcome of each session is in its log line.
  *     0   delivered (status=delivered): the session ended with QUIT and
  *         the local MTA accepted every transaction.
  *     1   no mail (status=nomail): ATRN was answered 453.
@@ -148,12 +168,14 @@
  *     odmrd(8), fetchmail(1), systemd/odmr-fetch.service
  */
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include <openssl/crypto.h>
 
@@ -172,7 +194,7 @@ static const char usage_text[] =
     "       [--tls-servername name] [--tls-cert file] [--tls-key file]\n"
     "       [--sasl-mechanisms list] [--helo name] [--connect-timeout t] [--timeout t]\n"
     "       [--atrn-timeout t] [--local-timeout t] [--data-timeout t] [--max-sessions n]\n"
-    "       [domain...]";
+    "       [--follow [--follow-pause t] [--retry-max t]] [domain...]";
 
 static void
 usage(const char *why)
@@ -198,6 +220,9 @@ enum {
     OPT_LOCAL_TIMEOUT,
     OPT_DATA_TIMEOUT,
     OPT_MAX_SESSIONS,
+    OPT_FOLLOW,
+    OPT_FOLLOW_PAUSE,
+    OPT_RETRY_MAX,
 };
 
 static const struct option long_options[] = {
@@ -219,6 +244,9 @@ static const struct option long_options[] = {
     {"local-timeout", required_argument, NULL, OPT_LOCAL_TIMEOUT},
     {"data-timeout", required_argument, NULL, OPT_DATA_TIMEOUT},
     {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
+    {"follow", no_argument, NULL, OPT_FOLLOW},
+    {"follow-pause", required_argument, NULL, OPT_FOLLOW_PAUSE},
+    {"retry-max", required_argument, NULL, OPT_RETRY_MAX},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -266,11 +294,117 @@ deliver_arg(const char *arg)
         usage(error);
 }
 
+/* Sessions: one, or more while LMTP splitting put recipients off and
+ * the session made progress. A local failure in any session is the
+ * run's outcome; a last session that found nothing left does not undo
+ * the deliveries before it. */
+static int
+run_once(void)
+{
+    int rc = FETCH_EXIT_DELIVERED, delivered = 0, local_failed = 0;
+
+    for (long round = 0; round < opt.max_sessions && !fetch_stop; round++) {
+        FETCH_RELAY_RESULT relay;
+
+        rc = fetch_session(&opt, &relay);
+        if (rc == FETCH_EXIT_DELIVERED || relay.messages > 0)
+            delivered = 1;
+        if (rc == FETCH_EXIT_LOCAL)
+            local_failed = 1;
+        if (relay.split == 0 || relay.messages == 0
+            || (rc != FETCH_EXIT_DELIVERED && rc != FETCH_EXIT_LOCAL))
+            break;
+    }
+    if (local_failed)
+        rc = FETCH_EXIT_LOCAL;
+    else if (delivered && rc == FETCH_EXIT_NOMAIL)
+        rc = FETCH_EXIT_DELIVERED;
+    return rc;
+}
+
+/* SIGTERM, SIGINT, SIGHUP under --follow: stop after the session under
+ * way; one that only waits for the ATRN reply ends at once (the
+ * connection is shut down: nothing is being transferred). A second
+ * signal ends the process at once: the provider keeps whatever was not
+ * acknowledged. */
+static void
+on_stop(int sig)
+{
+    int fd = fetch_atrn_fd;
+
+    if (fetch_stop) {
+        (void) signal(sig, SIG_DFL);
+        (void) raise(sig);
+        return;
+    }
+    fetch_stop = 1;
+    if (fd >= 0)
+        (void) shutdown(fd, SHUT_RDWR);
+}
+
+/* Sleep up to secs, or until a stop signal. */
+static void
+pause_for(long secs)
+{
+    int64_t end = now_ms() + (int64_t) secs * 1000;
+
+    while (!fetch_stop) {
+        int64_t left = end - now_ms();
+
+        if (left <= 0)
+            break;
+        (void) poll(NULL, 0, (int) (left > 60000 ? 60000 : left));
+    }
+}
+
+/* --follow: the next ATRN as soon as a session ends. A provider with the
+ * waiting ATRN (odmrd_atrn_wait) holds each ATRN until mail arrives, so
+ * mail comes within seconds over a connection that is already open; one
+ * that answers 453 at once is asked again follow_pause after the last
+ * ATRN, not in a tight loop. After a failure the pause grows from 10
+ * seconds, doubling up to retry_max, and starts again after a session
+ * that worked. Ends, with status 0, on SIGTERM, SIGINT or SIGHUP. */
+static int
+follow(void)
+{
+    long retry = 0;
+
+    msg_info("following server=%s:%s, user=%s: collecting until stopped", opt.server_host,
+             opt.server_port, opt.user ? opt.user : "");
+    while (!fetch_stop) {
+        int64_t start = now_ms();
+        int rc = run_once();
+        long waited = (long) ((now_ms() - start) / 1000);
+
+        if (fetch_stop)
+            break;
+        switch (rc) {
+        case FETCH_EXIT_DELIVERED:
+            retry = 0;
+            break;
+        case FETCH_EXIT_NOMAIL:
+            retry = 0;
+            if (waited < opt.follow_pause)
+                pause_for(opt.follow_pause - waited);
+            break;
+        default:
+            retry = retry ? retry * 2 : 10;
+            if (retry > opt.retry_max)
+                retry = opt.retry_max;
+            msg_info("next try in %lds", retry);
+            pause_for(retry);
+            break;
+        }
+    }
+    msg_info("stopped by a signal");
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
     const char *password_file = NULL;
-    int ch, use_config = 0, rc = FETCH_EXIT_DELIVERED, delivered = 0, local_failed = 0;
+    int ch, use_config = 0, rc;
     long n;
 
     fds_sanitize();
@@ -285,6 +419,8 @@ main(int argc, char **argv)
     opt.local_timeout = 300;
     opt.data_timeout = 600;
     opt.max_sessions = 20;
+    opt.follow_pause = 60;
+    opt.retry_max = 600;
     opt.line_max = 2048;
     deliver_arg("smtp:127.0.0.1:25");
 
@@ -384,6 +520,15 @@ main(int argc, char **argv)
                 usage("--max-sessions: a number from 1 to 10000");
             opt.max_sessions = n;
             break;
+        case OPT_FOLLOW:
+            opt.follow = 1;
+            break;
+        case OPT_FOLLOW_PAUSE:
+            opt.follow_pause = time_arg("follow-pause", optarg);
+            break;
+        case OPT_RETRY_MAX:
+            opt.retry_max = time_arg("retry-max", optarg);
+            break;
         case 'h':
             fprintf(stdout, "%s\n", usage_text);
             exit(0);
@@ -433,26 +578,19 @@ main(int argc, char **argv)
     }
     msg_set_cleanup(wipe_password);
 
-    /* Sessions: one, or more while LMTP splitting put recipients off and
-     * the session made progress. A local failure in any session is the
-     * run's outcome; a last session that found nothing left does not undo
-     * the deliveries before it. */
-    for (long round = 0; round < opt.max_sessions; round++) {
-        FETCH_RELAY_RESULT relay;
+    if (opt.follow) {
+        struct sigaction sa;
 
-        rc = fetch_session(&opt, &relay);
-        if (rc == FETCH_EXIT_DELIVERED || relay.messages > 0)
-            delivered = 1;
-        if (rc == FETCH_EXIT_LOCAL)
-            local_failed = 1;
-        if (relay.split == 0 || relay.messages == 0
-            || (rc != FETCH_EXIT_DELIVERED && rc != FETCH_EXIT_LOCAL))
-            break;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_stop;
+        (void) sigemptyset(&sa.sa_mask);
+        (void) sigaction(SIGTERM, &sa, NULL);
+        (void) sigaction(SIGINT, &sa, NULL);
+        (void) sigaction(SIGHUP, &sa, NULL);
+        rc = follow();
+    } else {
+        rc = run_once();
     }
-    if (local_failed)
-        rc = FETCH_EXIT_LOCAL;
-    else if (delivered && rc == FETCH_EXIT_NOMAIL)
-        rc = FETCH_EXIT_DELIVERED;
     wipe_password();
     x_free(&opt.server_host);
     x_free(&opt.server_port);
