@@ -143,6 +143,16 @@ void config_load(void);
  * and leak checkers; config_load() itself keeps -c and -o. */
 void config_reset(void);
 
+/* Read any file in main.cf syntax (as above, without $name expansion):
+ * fn(name, value, where, ctx, error_r) for each setting, in order; where
+ * is "FILE, line N" (malloc'd, fn's to keep or free). fn returns 0, or -1
+ * with a malloc'd *error_r to stop. Returns 0, 1 when the file does not
+ * exist, or -1 with a malloc'd *error_r naming the file and line (a
+ * syntax error, a read error, or fn's error). For odmr-fetch's own file. */
+typedef int (*config_setting_fn)(const char *name, const char *value, char *where, void *ctx,
+                                 char **error_r);
+int config_read_file(const char *path, config_setting_fn fn, void *ctx, char **error_r);
+
 /* Path of the file read by config_load() ("DIR/odmr.cf"). */
 const char *config_file_path(void);
 
