@@ -209,13 +209,14 @@ int odmrd_limit_secret(const char *dir, unsigned char key[ODMRD_SECRET_LEN], cha
 long odmrd_wait_time(ODMRD_SESSION *sp);
 /* Wait up to secs (cut at the session deadline) for check(sp, ctx) to say
  * 1 (mail, and the caller holds what it needs) or -1 (error); it is called
- * when the queue index changed and now and then. Ends early when the
- * customer sends something or closes. */
+ * at once, when mail for one of domains (ndomains of them; none: any
+ * change of the queue index) was committed, and now and then. Ends early
+ * when the customer sends something or closes. */
 #define ODMRD_WAIT_MAIL 0
 #define ODMRD_WAIT_TIMEOUT 1
 #define ODMRD_WAIT_CLIENT 2
 #define ODMRD_WAIT_ERROR 3
-int odmrd_wait_mail(ODMRD_SESSION *sp, long secs, int (*check)(ODMRD_SESSION *, void *),
-                    void *ctx);
+int odmrd_wait_mail(ODMRD_SESSION *sp, long secs, char **domains, size_t ndomains,
+                    int (*check)(ODMRD_SESSION *, void *), void *ctx);
 
 #endif

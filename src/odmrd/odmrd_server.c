@@ -555,6 +555,7 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
     {
         ATRN_SELECT sel = {&dl, nreq == 0, 0};
         long wait;
+        int wres;
 
         switch (atrn_select(sp, &sel)) {
         case SELECT_MAIL:
@@ -562,8 +563,17 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
         case SELECT_NONE:
             /* The waiting ATRN: no mail yet, wait for some (odmrd_wait.c). */
             if ((wait = odmrd_wait_time(sp)) > 0) {
+                /* Watch the domains asked for, or those of user_domain_maps
+                 * (bare ATRN); without either, any change of the index. */
+                DOMAIN_LIST watch = {0};
+
+                for (size_t i = 0; i < dl.count; i++)
+                    list_add(&watch, dl.names[i]);
                 sel.waiting = 1;
-                switch (odmrd_wait_mail(sp, wait, atrn_wait_check, &sel)) {
+                wres = odmrd_wait_mail(sp, wait, watch.names, watch.count, atrn_wait_check,
+                                       &sel);
+                list_free(&watch);
+                switch (wres) {
                 case ODMRD_WAIT_MAIL:
                     goto reverse;
                 case ODMRD_WAIT_ERROR:
