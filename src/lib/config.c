@@ -83,6 +83,8 @@ long var_odmrd_client_auth_failure_limit;
 long var_odmrd_client_user_auth_failure_limit;
 long var_odmrd_auth_failure_window;
 long var_odmrd_atrn_command_limit;
+long var_odmrd_atrn_wait;
+char *var_odmrd_atrn_wait_maps;
 
 #define CONFIG_FILE_NAME "odmr.cf"
 #define CONFIG_DEFAULT_DIR "/etc/postfix"
@@ -218,6 +220,10 @@ static const struct param params[] = {
     P_TIME("odmrd_auth_failure_window", "10m", var_odmrd_auth_failure_window, 's', 1,
            7 * DAY),
     P_INT("odmrd_atrn_command_limit", "10", var_odmrd_atrn_command_limit, 1, INT_MAX),
+    /* The waiting ATRN (issue 8): RFC 2645 gives the server 10 minutes to
+     * answer ATRN, so no wait may be longer. */
+    P_TIME("odmrd_atrn_wait", "0s", var_odmrd_atrn_wait, 's', 0, 600),
+    P_STR("odmrd_atrn_wait_maps", "", var_odmrd_atrn_wait_maps),
 };
 
 #define NPARAMS ODMR_ARRAY_LEN(params)
@@ -428,28 +434,39 @@ config_file_path(void)
 }
 
 /*
- * One "name = value" setting from the file or from -o; 'where' names it in
- * messages and is owned by the parameter afterwards.
+ * Split one logical line "name = value" in place. 0, or -1 with the
+ * reason (malloc'd) in *error_r.
  */
-static void
-apply_setting(char *text, char *where)
+static int
+split_setting(char *text, char **name_r, char **value_r, char **error_r)
 {
     char *eq = strchr(text, '=');
-    char *name, *value;
     char clean[LOG_CLEAN_BUFSIZE];
-    int i;
 
     if (eq == NULL) {
         str_trim(text);
-        msg_fatal("%s: missing '=' after \"%s\"", where,
-                  log_clean(clean, sizeof(clean), text, strlen(text)));
+        *error_r = x_asprintf("missing '=' after \"%s\"",
+                              log_clean(clean, sizeof(clean), text, strlen(text)));
+        return -1;
     }
     *eq = 0;
-    name = str_trim(text);
-    value = str_trim(eq + 1);
-    if (name[0] == 0)
-        msg_fatal("%s: missing parameter name before '='", where);
-    i = param_find(name, strlen(name));
+    *name_r = str_trim(text);
+    *value_r = str_trim(eq + 1);
+    if ((*name_r)[0] == 0) {
+        *error_r = x_strdup("missing parameter name before '='");
+        return -1;
+    }
+    return 0;
+}
+
+/* One odmr.cf setting; 'where' names it in messages and is owned by the
+ * parameter afterwards. */
+static void
+apply_pair(const char *name, const char *value, char *where)
+{
+    char clean[LOG_CLEAN_BUFSIZE];
+    int i = param_find(name, strlen(name));
+
     if (i < 0)
         msg_fatal("%s: unknown parameter \"%s\"", where,
                   log_clean(clean, sizeof(clean), name, strlen(name)));
@@ -459,18 +476,41 @@ apply_setting(char *text, char *where)
     param_set((size_t) i, value, where);
 }
 
+/* A -o override. */
 static void
-finish_logical_line(struct sbuf *line, const char *path, long lineno)
+apply_setting(char *text, char *where)
 {
-    if (line->len == 0)
-        return;
-    apply_setting(line->s, x_asprintf("%s, line %ld", path, lineno));
-    line->len = 0;
-    line->s[0] = 0;
+    char *name, *value, *error = NULL;
+
+    if (split_setting(text, &name, &value, &error) < 0)
+        msg_fatal("%s: %s", where, error);
+    apply_pair(name, value, where);
 }
 
-static void
-read_file(const char *path)
+static int
+finish_logical_line(struct sbuf *line, const char *path, long lineno, config_setting_fn fn,
+                    void *ctx, char **error_r)
+{
+    char *name, *value, *error = NULL, *where;
+    int ret;
+
+    if (line->len == 0)
+        return 0;
+    where = x_asprintf("%s, line %ld", path, lineno);
+    if (split_setting(line->s, &name, &value, &error) < 0) {
+        *error_r = x_asprintf("%s: %s", where, error);
+        free(error);
+        free(where);
+        return -1;
+    }
+    ret = fn(name, value, where, ctx, error_r);
+    line->len = 0;
+    line->s[0] = 0;
+    return ret;
+}
+
+int
+config_read_file(const char *path, config_setting_fn fn, void *ctx, char **error_r)
 {
     FILE *fp = fopen(path, "re");
     struct sbuf line = {.max = CONFIG_LINE_MAX};
@@ -478,19 +518,23 @@ read_file(const char *path)
     size_t bufsize = 0;
     ssize_t n;
     long lineno = 0, start = 0;
+    int ret = -1;
 
+    *error_r = NULL;
     if (fp == NULL) {
-        /* No file means every parameter keeps its default. */
         if (errno == ENOENT)
-            return;
-        msg_fatal("open %s: %m", path);
+            return 1;
+        *error_r = x_asprintf("open %s: %s", path, strerror(errno));
+        return -1;
     }
     while ((n = getline(&buf, &bufsize, fp)) >= 0) {
         char *p = buf, *text;
 
         lineno++;
-        if (memchr(buf, 0, (size_t) n) != NULL)
-            msg_fatal("%s, line %ld: NUL byte in line", path, lineno);
+        if (memchr(buf, 0, (size_t) n) != NULL) {
+            *error_r = x_asprintf("%s, line %ld: NUL byte in line", path, lineno);
+            goto out;
+        }
         while (*p == ' ' || *p == '\t')
             p++;
         text = str_trim(p);
@@ -498,24 +542,54 @@ read_file(const char *path)
         if (text[0] == 0 || text[0] == '#')
             continue;
         if (p != buf) {
-            if (line.len == 0)
-                msg_fatal("%s, line %ld: logical line must not start with whitespace",
-                          path, lineno);
-            if (sbuf_add(&line, " ", 1) < 0 || sbuf_add(&line, text, strlen(text)) < 0)
-                msg_fatal("%s, line %ld: logical line too long", path, start);
+            if (line.len == 0) {
+                *error_r = x_asprintf("%s, line %ld: logical line must not start with "
+                                      "whitespace", path, lineno);
+                goto out;
+            }
+            if (sbuf_add(&line, " ", 1) < 0 || sbuf_add(&line, text, strlen(text)) < 0) {
+                *error_r = x_asprintf("%s, line %ld: logical line too long", path, start);
+                goto out;
+            }
             continue;
         }
-        finish_logical_line(&line, path, start);
+        if (finish_logical_line(&line, path, start, fn, ctx, error_r) < 0)
+            goto out;
         start = lineno;
-        if (sbuf_add(&line, text, strlen(text)) < 0)
-            msg_fatal("%s, line %ld: logical line too long", path, start);
+        if (sbuf_add(&line, text, strlen(text)) < 0) {
+            *error_r = x_asprintf("%s, line %ld: logical line too long", path, start);
+            goto out;
+        }
     }
-    if (ferror(fp))
-        msg_fatal("read %s: %m", path);
-    finish_logical_line(&line, path, start);
+    if (ferror(fp)) {
+        *error_r = x_asprintf("read %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (finish_logical_line(&line, path, start, fn, ctx, error_r) < 0)
+        goto out;
+    ret = 0;
+out:
     free(line.s);
     free(buf);
     fclose(fp);
+    return ret;
+}
+
+static int
+odmr_cf_setting(const char *name, const char *value, char *where, void *ctx, char **error_r)
+{
+    apply_pair(name, value, where);
+    return 0;
+}
+
+/* A missing file means every parameter keeps its default. */
+static void
+read_file(const char *path)
+{
+    char *error = NULL;
+
+    if (config_read_file(path, odmr_cf_setting, NULL, &error) < 0)
+        msg_fatal("%s", error);
 }
 
 static const char *expand_param(size_t i, int depth);

@@ -114,6 +114,11 @@ extern long var_odmrd_client_user_auth_failure_limit; /* = 5 per user name and
                                       * client address per window (0 = none) */
 extern long var_odmrd_auth_failure_window; /* = 10m */
 extern long var_odmrd_atrn_command_limit; /* = 10 ATRN commands per session */
+extern long var_odmrd_atrn_wait;     /* odmrd_atrn_wait = 0s: how long an ATRN that
+                                      * finds no mail waits for some (0 = answer 453
+                                      * at once; at most 10m, RFC 2645) */
+extern char *var_odmrd_atrn_wait_maps; /* odmrd_atrn_wait_maps = (empty): SASL user
+                                      * name -> wait time, for that user */
 
 /* The options every program takes, for getopt(): -c DIR, -o name=value and
  * -v (more logging). config_option() handles one of them and returns 1, or
@@ -137,6 +142,16 @@ void config_load(void);
  * the variables go back to NULL/0 until the next config_load(). For tests
  * and leak checkers; config_load() itself keeps -c and -o. */
 void config_reset(void);
+
+/* Read any file in main.cf syntax (as above, without $name expansion):
+ * fn(name, value, where, ctx, error_r) for each setting, in order; where
+ * is "FILE, line N" (malloc'd, fn's to keep or free). fn returns 0, or -1
+ * with a malloc'd *error_r to stop. Returns 0, 1 when the file does not
+ * exist, or -1 with a malloc'd *error_r naming the file and line (a
+ * syntax error, a read error, or fn's error). For odmr-fetch's own file. */
+typedef int (*config_setting_fn)(const char *name, const char *value, char *where, void *ctx,
+                                 char **error_r);
+int config_read_file(const char *path, config_setting_fn fn, void *ctx, char **error_r);
 
 /* Path of the file read by config_load() ("DIR/odmr.cf"). */
 const char *config_file_path(void);

@@ -7,6 +7,8 @@
  *     db/                Berkeley DB environment (Transactional Data Store)
  *                        with database "index.db"
  *     lock/DOMAIN        per-domain lock files (fcntl F_WRLCK, whole file)
+ *     wait/DOMAIN        wake-up files of customers waiting in ATRN (empty;
+ *                        queue_wake.c)
  *     status/ID          per-recipient results (one line per result, see
  *                        QUEUE_REASON below), written by a flush for 4xx/5xx
  *                        results, by expiry, and for a delay warning sent
@@ -446,5 +448,17 @@ void queue_env_free(QUEUE_ENV *env); /* frees members, not env itself */
  * target (tests/fuzz/fuzz_queue_header.c). */
 int queue_env_parse(const char *buf, size_t len, const char *id, QUEUE_ENV *env,
                     char **error_r);
+
+/* ---- wake-up files for the waiting ATRN (queue_wake.c) ------------------- */
+
+/* queue_dir/wait/DOMAIN (lower-cased) into buf. 0, or -1 for a name that is
+ * not a domain or does not fit. */
+int queue_wake_path(const char *queue_dir, const char *domain, char *buf, size_t size);
+/* A waiter: make the file (and wait/, mode 0700) if needed; its path in
+ * path. 0, or -1 with errno. */
+int queue_wake_prepare(const char *queue_dir, const char *domain, char *path, size_t size);
+/* A door, after the commit: touch the file of each recipient domain of env
+ * that has one (a waiter's inotify watch sees IN_ATTRIB). Never fails. */
+void queue_wake_env(const char *queue_dir, const QUEUE_ENV *env);
 
 #endif

@@ -250,6 +250,7 @@ main(int argc, char **argv)
     }
     if (queue_writer_commit(&sink.writer, id, &error) < 0)
         msg_fatal("queue file commit failed: %s", error);
+    queue_wake_env(var_queue_dir, &env); /* customers waiting in ATRN */
     msg_info("%s: from=<%s>, size=%lld, nrcpt=%zu (held for on-demand relay)", id, env.sender,
              sink.size, env.rcpt_count);
     for (size_t i = 0; i < env.rcpt_count; i++)

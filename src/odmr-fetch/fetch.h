@@ -7,6 +7,7 @@
 #ifndef ODMR_FETCH_H
 #define ODMR_FETCH_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "smtp.h"
@@ -57,6 +58,10 @@ typedef struct fetch_options {
                              * the provider's next line while in DATA */
     long max_sessions;      /* LMTP split sessions in one run */
     size_t line_max;        /* longest command line from the provider */
+    int follow;             /* --follow: the next ATRN as soon as a session ends */
+    long follow_pause;      /* --follow: least time from one ATRN answered 453
+                             * to the next (a provider that does not wait) */
+    long retry_max;         /* --follow: longest pause after a failure */
 } FETCH_OPTIONS;
 
 /* What one reversed session did. */
@@ -74,6 +79,12 @@ typedef struct fetch_relay_result {
  * *relay_r tells what the reversed session did (zeroes when there was
  * none). */
 int fetch_session(const FETCH_OPTIONS *opt, FETCH_RELAY_RESULT *relay_r);
+
+/* --follow: set by the SIGTERM/SIGINT handler. While a session waits for
+ * the reply to ATRN, fetch_atrn_fd is its socket (else -1), which the
+ * handler shuts down so that the wait ends at once. */
+extern volatile sig_atomic_t fetch_stop;
+extern volatile sig_atomic_t fetch_atrn_fd;
 
 /* Relay the reversed session on provider stream p to the local MTA. */
 void fetch_relay(STREAM *p, const FETCH_OPTIONS *opt, FETCH_RELAY_RESULT *res);

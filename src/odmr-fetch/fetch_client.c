@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
@@ -69,7 +70,11 @@ typedef struct client {
     char detail[400];      /* for the log line */
     FETCH_RELAY_RESULT relay;
     SSL_CTX *ctx;
+    int fd;                /* the provider connection, -1 */
 } CLIENT;
+
+volatile sig_atomic_t fetch_atrn_fd = -1;
+volatile sig_atomic_t fetch_stop;
 
 static void
 enter(CLIENT *c, CLIENT_STATE st)
@@ -379,8 +384,17 @@ atrn(CLIENT *c)
 
     enter(c, CL_ATRN);
     line = o->domains ? x_asprintf("ATRN %s", o->domains) : x_strdup("ATRN");
+    /* A waiting provider may take minutes to answer (odmrd_atrn_wait):
+     * a stop signal meanwhile shuts the connection down (the provider
+     * then answers nothing and sends nothing). */
+    fetch_atrn_fd = c->fd;
+    if (fetch_stop)
+        (void) shutdown(c->fd, SHUT_RDWR);
     rc = command(c, line, 0, o->atrn_timeout);
+    fetch_atrn_fd = -1;
     free(line);
+    if (rc < 0 && fetch_stop)
+        detail(c, "stopped by a signal while waiting for the ATRN reply");
     if (rc < 0)
         return command_failure(rc);
     if (c->reply.code != 250)
@@ -425,6 +439,7 @@ session(CLIENT *c)
         return FETCH_EXIT_NETWORK;
     }
     c->s = stream_open(fd, fd);
+    c->fd = fd;
     enter(c, CL_GREETING);
     if ((rc = command(c, NULL, 0, o->command_timeout)) < 0)
         return command_failure(rc);
@@ -457,7 +472,7 @@ session(CLIENT *c)
 int
 fetch_session(const FETCH_OPTIONS *opt, FETCH_RELAY_RESULT *relay_r)
 {
-    CLIENT c = {.opt = opt, .state = CL_CONNECT};
+    CLIENT c = {.opt = opt, .state = CL_CONNECT, .fd = -1};
     int rc;
 
     str_copy(c.peer, opt->server_host, sizeof(c.peer));

@@ -2,12 +2,17 @@
  * fetch_relay.c - the reversed session: odmr-fetch between the provider
  * (now the SMTP client) and the local MTA (SMTP or LMTP server).
  *
- * A proxy, one command at a time: read a command line from the provider,
- * send it to the local MTA, read the local MTA's reply and send it back
- * unchanged. Replies of the local MTA are what the provider sees, so
- * nothing is accepted that the local MTA did not accept. Provider commands
- * pipelined (RFC 2920) are answered in order; each waits for the reply to
- * the one before.
+ * A proxy: read a command line from the provider, send it to the local
+ * MTA, read the local MTA's reply and send it back unchanged. Replies of
+ * the local MTA are what the provider sees, so nothing is accepted that
+ * the local MTA did not accept. Commands the provider pipelined (RFC
+ * 2920: MAIL, RCPT, RSET, NOOP, and DATA last) go to the local MTA as one
+ * group while more of them are already read, and the replies come back in
+ * order: one round trip to the local MTA per group, as the provider
+ * meant, not one per command (the local MTA advertised PIPELINING, or the
+ * provider would not pipeline). Every command answered here, and every
+ * other command, waits for the replies owed before it. In LMTP mode RCPT
+ * is not pipelined (its answer depends on the one before).
  *
  * What is not passed through:
  *   - STARTTLS, BDAT, AUTH, XCLIENT, XFORWARD, ATRN, ETRN, TURN from the
@@ -68,6 +73,15 @@ static const char *const relay_state_name[] = {
     "greeting", "command", "local reply", "message content", "end of data", "QUIT", "done",
 };
 
+#define RELAY_PIPELINE_MAX 128  /* commands sent whose replies are owed */
+
+/* What a pending reply counts toward. */
+typedef enum {
+    PEND_OTHER = 0,
+    PEND_MAIL,
+    PEND_RCPT,
+} PEND_KIND;
+
 typedef struct relay {
     STREAM *p;           /* provider */
     STREAM *l;           /* local MTA, NULL until connected */
@@ -77,6 +91,9 @@ typedef struct relay {
     char local_peer[300];
     int rcpt_ok;         /* recipients accepted in this transaction */
     char *line;          /* provider command line buffer */
+    PEND_KIND pending[RELAY_PIPELINE_MAX]; /* sent, reply not yet read */
+    int npending;
+    void *rep;           /* RELAY_REPLY buffer for pending replies */
 } RELAY;
 
 static void
@@ -209,20 +226,97 @@ provider_reply(RELAY *r, const RELAY_REPLY *rep, int filter_ehlo, int first_only
     }
 }
 
-/* Our own reply to the provider. */
+static int pending_drain(RELAY *r);
+
+/* Our own reply to the provider: after the replies owed before it. */
 static void
 own_reply(RELAY *r, const char *text)
 {
+    if (r->npending > 0 && pending_drain(r) < 0)
+        return; /* the drain answered 421 */
     (void) stream_puts(r->p, text);
     (void) stream_write(r->p, "\r\n", 2);
 }
 
-/* Send a command line to the local MTA and relay its reply. 0, or -1
- * when the local MTA failed (the provider got a 421). */
+/* Count a reply of a pipelined command. */
+static void
+pending_count(RELAY *r, PEND_KIND kind, int code)
+{
+    if (kind == PEND_MAIL && code >= 400)
+        r->res->refused++;
+    else if (kind == PEND_RCPT && code >= 200 && code < 300)
+        r->rcpt_ok++;
+    else if (kind == PEND_RCPT)
+        r->res->refused++;
+}
+
+/* Read and relay the replies owed for pipelined commands, in order. 0, or
+ * -1 when the local MTA failed (the provider got a 421). */
+static int
+pending_drain(RELAY *r)
+{
+    RELAY_REPLY *rep = r->rep;
+    int n = r->npending;
+
+    r->npending = 0;
+    relay_enter(r, RELAY_LOCAL_REPLY);
+    set_local_timeout(r, r->opt->local_timeout);
+    for (int i = 0; i < n; i++) {
+        if (local_reply(r, rep) < 0) {
+            local_fail(r, "local MTA: %s", stream_error_text(r->l));
+            own_reply(r, "421 4.4.2 local mail system not responding, try again later");
+            return -1;
+        }
+        provider_reply(r, rep, 0, 0);
+        pending_count(r, r->pending[i], rep->code);
+    }
+    return 0;
+}
+
+/* A command that may be pipelined: sent now, its reply read once the
+ * provider has no further command read ahead (or the queue is full). */
+static int
+pipelined_command(RELAY *r, const char *line, size_t len, PEND_KIND kind)
+{
+    if (r->npending == RELAY_PIPELINE_MAX && pending_drain(r) < 0)
+        return -1;
+    if (stream_write(r->l, line, len) < 0 || stream_write(r->l, "\r\n", 2) < 0) {
+        local_fail(r, "local MTA: %s", stream_error_text(r->l));
+        own_reply(r, "421 4.4.2 local mail system not responding, try again later");
+        return -1;
+    }
+    r->pending[r->npending++] = kind;
+    if (stream_pending(r->p) == 0)
+        return pending_drain(r);
+    return 0;
+}
+
+/* Send a command line to the local MTA and relay its reply, after the
+ * replies owed before it (a DATA pipelined after MAIL and RCPT goes out
+ * with them). 0, or -1 when the local MTA failed (the provider got a
+ * 421). */
 static int
 local_command(RELAY *r, const char *line, size_t len, RELAY_REPLY *rep, int filter_ehlo,
               int first_only)
 {
+    if (r->npending > 0) {
+        if (stream_write(r->l, line, len) < 0 || stream_write(r->l, "\r\n", 2) < 0) {
+            local_fail(r, "local MTA: %s", stream_error_text(r->l));
+            own_reply(r, "421 4.4.2 local mail system not responding, try again later");
+            return -1;
+        }
+        if (pending_drain(r) < 0)
+            return -1;
+        relay_enter(r, RELAY_LOCAL_REPLY);
+        set_local_timeout(r, r->opt->local_timeout);
+        if (local_reply(r, rep) < 0) {
+            local_fail(r, "local MTA: %s", stream_error_text(r->l));
+            own_reply(r, "421 4.4.2 local mail system not responding, try again later");
+            return -1;
+        }
+        provider_reply(r, rep, filter_ehlo, first_only);
+        return 0;
+    }
     relay_enter(r, RELAY_LOCAL_REPLY);
     set_local_timeout(r, r->opt->local_timeout);
     if (stream_write(r->l, line, len) < 0 || stream_write(r->l, "\r\n", 2) < 0
@@ -371,14 +465,20 @@ relay_command(RELAY *r, const char *line, size_t len)
                          "send the others again");
             goto out;
         }
+        if (!r->opt->local_lmtp) {
+            ret = pipelined_command(r, line, len, PEND_RCPT);
+            goto out;
+        }
         ret = local_command(r, line, len, rep, 0, 0);
-        if (ret == 0 && rep->code >= 200 && rep->code < 300)
-            r->rcpt_ok++;
-        else if (ret == 0)
-            r->res->refused++;
+        if (ret == 0)
+            pending_count(r, PEND_RCPT, rep->code);
     } else if (strcmp(cmd.verb, "DATA") == 0) {
         ret = relay_data(r, line, len);
     } else if (strcmp(cmd.verb, "QUIT") == 0) {
+        if (r->npending > 0 && pending_drain(r) < 0) {
+            ret = -1;
+            goto out;
+        }
         relay_enter(r, RELAY_QUIT);
         set_local_timeout(r, r->opt->local_timeout);
         if (stream_puts(r->l, "QUIT\r\n") < 0 || local_reply(r, rep) < 0)
@@ -387,12 +487,17 @@ relay_command(RELAY *r, const char *line, size_t len)
             provider_reply(r, rep, 0, 0);
         ret = 1;
     } else {
-        /* MAIL, RSET, NOOP, VRFY, ... as they are. */
-        if (strcmp(cmd.verb, "MAIL") == 0 || strcmp(cmd.verb, "RSET") == 0)
+        /* MAIL, RSET, NOOP, VRFY, ... as they are; those RFC 2920 lets a
+         * client pipeline go out with the group. */
+        int mail = strcmp(cmd.verb, "MAIL") == 0;
+
+        if (mail || strcmp(cmd.verb, "RSET") == 0)
             r->rcpt_ok = 0;
-        ret = local_command(r, line, len, rep, 0, 0);
-        if (ret == 0 && strcmp(cmd.verb, "MAIL") == 0 && rep->code >= 400)
-            r->res->refused++;
+        if (mail || strcmp(cmd.verb, "RSET") == 0 || strcmp(cmd.verb, "NOOP") == 0) {
+            ret = pipelined_command(r, line, len, mail ? PEND_MAIL : PEND_OTHER);
+        } else {
+            ret = local_command(r, line, len, rep, 0, 0);
+        }
     }
 out:
     free(rep);
@@ -410,6 +515,7 @@ fetch_relay(STREAM *p, const FETCH_OPTIONS *opt, FETCH_RELAY_RESULT *res)
 
     memset(res, 0, sizeof(*res));
     r.line = x_malloc(opt->line_max + 1);
+    r.rep = x_malloc(sizeof(RELAY_REPLY));
     fd = fetch_connect(opt->local_host, opt->local_port, opt->local_path,
                        (int) (opt->connect_timeout * 1000), r.local_peer,
                        sizeof(r.local_peer), &error);
@@ -457,5 +563,6 @@ done:
         stream_close(&r.l, 1);
     x_free(&error);
     free(r.line);
+    free(r.rep);
     free(rep);
 }

@@ -596,6 +596,8 @@ cmd_data(STORE *sp, const SMTP_CMD *cmd)
     queue_fault("before-reply");
     (void) str_format(text, sizeof(text), "Ok: held as %s", id);
     reply_each(sp, 250, "2.0.0", text);
+    /* A customer waiting in ATRN for one of these domains wakes now. */
+    queue_wake_env(var_queue_dir, &sp->env);
     transaction_reset(sp);
 }
 

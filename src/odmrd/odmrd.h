@@ -220,4 +220,19 @@ int odmrd_limit_failures(const char *dir, const char *addr, const char *user, in
  * 0600), made at the first call. 0, or -1 and *error_r. */
 int odmrd_limit_secret(const char *dir, unsigned char key[ODMRD_SECRET_LEN], char **error_r);
 
+/* odmrd_wait.c: the waiting ATRN. How long this session's user may wait
+ * for mail (odmrd_atrn_wait_maps, else odmrd_atrn_wait), in seconds. */
+long odmrd_wait_time(ODMRD_SESSION *sp);
+/* Wait up to secs (cut at the session deadline) for check(sp, ctx) to say
+ * 1 (mail, and the caller holds what it needs) or -1 (error); it is called
+ * at once, when mail for one of domains (ndomains of them; none: any
+ * change of the queue index) was committed, and now and then. Ends early
+ * when the customer sends something or closes. */
+#define ODMRD_WAIT_MAIL 0
+#define ODMRD_WAIT_TIMEOUT 1
+#define ODMRD_WAIT_CLIENT 2
+#define ODMRD_WAIT_ERROR 3
+int odmrd_wait_mail(ODMRD_SESSION *sp, long secs, char **domains, size_t ndomains,
+                    int (*check)(ODMRD_SESSION *, void *), void *ctx);
+
 #endif

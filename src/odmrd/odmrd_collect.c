@@ -102,7 +102,7 @@ odmrd_collect_write(ODMRD_SESSION *sp)
     user.failure = c->failure;
     if (queue_collect_record(sp->queue, c->atrn_time, (long) time(NULL), c->results, c->count,
                              user.name != NULL ? &user : NULL, &error) < 0) {
-        msg_warn("%s: cannot record the collection: %s", sp->client, error ? error : "error");
+        msg_warn("%s: cannot record the collection: %s", sp->client, error);
         free(error);
     }
     odmrd_collect_free(sp);

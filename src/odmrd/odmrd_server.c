@@ -390,6 +390,96 @@ atrn_release(ODMRD_SESSION *sp)
     sp->ndomains = 0;
 }
 
+#define SELECT_MAIL 1
+#define SELECT_NONE 0
+#define SELECT_TEMPFAIL (-1)
+
+typedef struct {
+    DOMAIN_LIST *dl;   /* the requested domains, or those found (bare ATRN) */
+    int bare;          /* ATRN without domains: look for the user's anew */
+    int waiting;       /* in the wait: a busy domain is no error, no logging */
+} ATRN_SELECT;
+
+/* Steps 3 and 4 of ATRN: lock the domains and keep those that hold mail
+ * (checked under the lock). SELECT_MAIL with sp->domains locked,
+ * SELECT_NONE with nothing held, or SELECT_TEMPFAIL (logged). */
+static int
+atrn_select(ODMRD_SESSION *sp, ATRN_SELECT *sel)
+{
+    DOMAIN_LIST *dl = sel->dl;
+    char *err = NULL;
+    int tempfail = 0;
+
+    if (sel->bare) {
+        list_free(dl);
+        if (collect_user_domains(sp, dl) != 0)
+            return SELECT_TEMPFAIL;
+    }
+    sp->domains = x_calloc(dl->count ? dl->count : 1, sizeof(char *));
+    sp->lock_fds = x_calloc(dl->count ? dl->count : 1, sizeof(int));
+    for (size_t i = 0; i < dl->count; i++) {
+        int fd = queue_lock_domain(sp->queue, dl->names[i], 0, &err);
+
+        if (fd < 0) {
+            if (errno == EAGAIN && sel->waiting) {
+                /* Another session is sending it: not ours to wait for. */
+                x_free(&err);
+                continue;
+            }
+            if (errno == EAGAIN && atrn_warn_ok(sp))
+                msg_warn("%s: ATRN: domain %s is being flushed by another session",
+                         sp->client, dl->names[i]);
+            else if (errno != EAGAIN && atrn_warn_ok(sp))
+                msg_warn("%s: ATRN: cannot lock domain %s: %s", sp->client, dl->names[i],
+                         err);
+            x_free(&err);
+            tempfail = 1;
+            break;
+        }
+        sp->domains[sp->ndomains] = x_strdup(dl->names[i]);
+        sp->lock_fds[sp->ndomains++] = fd;
+    }
+    for (size_t i = 0; !tempfail && i < sp->ndomains;) {
+        int has = queue_domain_has_mail(sp->queue, sp->domains[i], &err);
+
+        if (has < 0) {
+            msg_warn("%s: queue lookup of %s: %s", sp->client, sp->domains[i],
+                     err);
+            x_free(&err);
+            tempfail = 1;
+            break;
+        }
+        if (has) {
+            i++;
+            continue;
+        }
+        queue_unlock_domain(sp->lock_fds[i]);
+        free(sp->domains[i]);
+        sp->ndomains--;
+        memmove(sp->domains + i, sp->domains + i + 1, (sp->ndomains - i) * sizeof(char *));
+        memmove(sp->lock_fds + i, sp->lock_fds + i + 1, (sp->ndomains - i) * sizeof(int));
+    }
+    if (tempfail || sp->ndomains == 0) {
+        atrn_release(sp);
+        return tempfail ? SELECT_TEMPFAIL : SELECT_NONE;
+    }
+    return SELECT_MAIL;
+}
+
+/* odmrd_wait_mail()'s check: 1 mail (locked), 0 none yet, -1 error. */
+static int
+atrn_wait_check(ODMRD_SESSION *sp, void *ctx)
+{
+    switch (atrn_select(sp, (ATRN_SELECT *) ctx)) {
+    case SELECT_MAIL:
+        return 1;
+    case SELECT_NONE:
+        return 0;
+    default:
+        return -1;
+    }
+}
+
 static void
 cmd_atrn(ODMRD_SESSION *sp, const char *args)
 {
@@ -460,69 +550,48 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
         atrn_answer(sp, request, &dl, 451, "4.3.0", tempfail_text);
         goto out;
     }
-    if (dl.count == 0 && collect_user_domains(sp, &dl) != 0) {
-        atrn_answer(sp, request, &dl, 451, "4.3.0", tempfail_text);
-        goto out;
-    }
 
-    /* 3. Lock every domain (no waiting: another session is flushing it). */
-    sp->domains = x_calloc(dl.count ? dl.count : 1, sizeof(char *));
-    sp->lock_fds = x_calloc(dl.count ? dl.count : 1, sizeof(int));
-    for (size_t i = 0; i < dl.count; i++) {
-        int fd = queue_lock_domain(sp->queue, dl.names[i], 0, &err);
+    /* 3, 4. The domains that hold mail, locked. */
+    {
+        ATRN_SELECT sel = {&dl, nreq == 0, 0};
+        long wait;
+        int wres;
 
-        if (fd < 0) {
-            if (errno == EAGAIN && atrn_warn_ok(sp))
-                msg_warn("%s: ATRN: domain %s is being flushed by another session",
-                         sp->client, dl.names[i]);
-            else if (errno != EAGAIN && atrn_warn_ok(sp))
-                msg_warn("%s: ATRN: cannot lock domain %s: %s", sp->client, dl.names[i],
-                         err);
-            x_free(&err);
-            tempfail = 1;
+        switch (atrn_select(sp, &sel)) {
+        case SELECT_MAIL:
             break;
+        case SELECT_NONE:
+            /* The waiting ATRN: no mail yet, wait for some (odmrd_wait.c). */
+            if ((wait = odmrd_wait_time(sp)) > 0) {
+                /* Watch the domains asked for, or those of user_domain_maps
+                 * (bare ATRN); without either, any change of the index. */
+                DOMAIN_LIST watch = {0};
+
+                for (size_t i = 0; i < dl.count; i++)
+                    list_add(&watch, dl.names[i]);
+                sel.waiting = 1;
+                wres = odmrd_wait_mail(sp, wait, watch.names, watch.count, atrn_wait_check,
+                                       &sel);
+                list_free(&watch);
+                switch (wres) {
+                case ODMRD_WAIT_MAIL:
+                    goto reverse;
+                case ODMRD_WAIT_ERROR:
+                    atrn_answer(sp, request, &dl, 451, "4.3.0", tempfail_text);
+                    goto out;
+                default:
+                    break;
+                }
+            }
+            atrn_answer(sp, request, &dl, 453, "4.0.0", "You have no mail");
+            goto out;
+        default:
+            atrn_answer(sp, request, &dl, 451, "4.3.0", tempfail_text);
+            goto out;
         }
-        sp->domains[sp->ndomains] = x_strdup(dl.names[i]);
-        sp->lock_fds[sp->ndomains++] = fd;
-    }
-    if (tempfail) {
-        atrn_release(sp);
-        atrn_answer(sp, request, &dl, 451, "4.3.0", tempfail_text);
-        goto out;
     }
 
-    /* 4. Keep the domains that hold mail (checked under the lock). */
-    for (size_t i = 0; i < sp->ndomains;) {
-        int has = queue_domain_has_mail(sp->queue, sp->domains[i], &err);
-
-        if (has < 0) {
-            msg_warn("%s: queue lookup of %s: %s", sp->client, sp->domains[i],
-                     err);
-            x_free(&err);
-            tempfail = 1;
-            break;
-        }
-        if (has) {
-            i++;
-            continue;
-        }
-        queue_unlock_domain(sp->lock_fds[i]);
-        free(sp->domains[i]);
-        sp->ndomains--;
-        memmove(sp->domains + i, sp->domains + i + 1, (sp->ndomains - i) * sizeof(char *));
-        memmove(sp->lock_fds + i, sp->lock_fds + i + 1, (sp->ndomains - i) * sizeof(int));
-    }
-    if (tempfail) {
-        atrn_release(sp);
-        atrn_answer(sp, request, &dl, 451, "4.3.0", tempfail_text);
-        goto out;
-    }
-    if (sp->ndomains == 0) {
-        atrn_release(sp);
-        atrn_answer(sp, request, &dl, 453, "4.0.0", "You have no mail");
-        goto out;
-    }
-
+reverse:
     /* 5. Turn around. The customer's 220 is read from the same stream: bytes
      * it sent right after our reply stay buffered. */
     {

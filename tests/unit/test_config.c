@@ -810,7 +810,7 @@ test_print(void **unused)
         lines++;
     }
     /* One line per variable in config.h. */
-    assert_int_equal(lines, 55);
+    assert_int_equal(lines, 57);
     free(out);
 }
 
@@ -849,6 +849,73 @@ test_logging_applied(void **unused)
     msg_set_flags(MSG_STDERR);
 }
 
+/* config_read_file(): another program's file in the same syntax. */
+struct collected {
+    char text[1024];
+    int stop_at;   /* fail on this setting (1-based), 0 never */
+    int seen;
+};
+
+static int
+collect(const char *name, const char *value, char *where, void *ctx, char **error_r)
+{
+    struct collected *c = ctx;
+    size_t len = strlen(c->text);
+
+    c->seen++;
+    (void) str_format(c->text + len, sizeof(c->text) - len, "[%s|%s|%s]", name, value, where);
+    free(where);
+    if (c->seen == c->stop_at) {
+        *error_r = x_strdup("stop");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+test_read_file(void **unused)
+{
+    struct collected c;
+    char *error = NULL, want[2048];
+
+    write_cf("# comment\nserver = a.example:366\n\n  # indented comment\n"
+             "domains = x.example,\n    y.example\nfollow=yes\nempty =\n");
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(config_read_file(cf_path(), collect, &c, &error), 0);
+    assert_null(error);
+    assert_int_equal(str_format(want, sizeof(want), "[server|a.example:366|%s, line 2]"
+                                "[domains|x.example, y.example|%s, line 5][follow|yes|%s, line 7]"
+                                "[empty||%s, line 8]", cf_path(), cf_path(), cf_path(),
+                                cf_path()), 0);
+    assert_string_equal(c.text, want);
+
+    /* The callback's error stops the reading. */
+    memset(&c, 0, sizeof(c));
+    c.stop_at = 2;
+    assert_int_equal(config_read_file(cf_path(), collect, &c, &error), -1);
+    assert_string_equal(error, "stop");
+    assert_int_equal(c.seen, 2);
+    x_free(&error);
+
+    /* Syntax errors name the file and line; no fatal. */
+    write_cf("a = b\nno equals sign here\n");
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(config_read_file(cf_path(), collect, &c, &error), -1);
+    assert_int_equal(str_format(want, sizeof(want), "%s, line 2: missing '=' after \"no equals "
+                                "sign here\"", cf_path()), 0);
+    assert_string_equal(error, want);
+    x_free(&error);
+    write_cf(" x = y\n");
+    assert_int_equal(config_read_file(cf_path(), collect, &c, &error), -1);
+    assert_non_null(strstr(error, ", line 1: logical line must not start with whitespace"));
+    x_free(&error);
+
+    /* A missing file is 1, not an error. */
+    write_cf(NULL);
+    assert_int_equal(config_read_file(cf_path(), collect, &c, &error), 1);
+    assert_null(error);
+}
+
 static int
 setup(void **unused)
 {
@@ -884,6 +951,7 @@ run_all(void)
         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_print),
         cmocka_unit_test(test_logging_applied),
+        cmocka_unit_test(test_read_file),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -84,11 +84,24 @@ dump(const char *path, const char *data, size_t len)
 #define LOCAL_SMTP 0
 #define LOCAL_LMTP 1
 #define LOCAL_DIE_IN_DATA 2
+/* Replies to MAIL, RCPT, RSET and NOOP held back until DATA arrives: a
+ * relay that waits for each reply before sending the next command hangs
+ * (and times out); one that passes a pipelined group on in one go does not. */
+#define LOCAL_BATCH 4
 
 static void
 say(int fd, const char *text)
 {
     (void) write_all(fd, text, strlen(text));
+}
+
+static void
+reply_or_hold(int fd, int mode, char *held, size_t size, const char *reply)
+{
+    if (mode & LOCAL_BATCH)
+        strncat(held, reply, size - strlen(held) - 1);
+    else
+        say(fd, reply);
 }
 
 /* Accept one connection; answer like a small MTA; everything read goes to
@@ -99,6 +112,7 @@ local_child(int listen_fd, int mode)
     char path[128], line[70000];
     size_t len = 0;
     int fd = accept(listen_fd, NULL, NULL), in_data = 0, rcpts = 0;
+    char held[4096] = "";
     FILE *in;
 
     if (fd < 0)
@@ -128,14 +142,18 @@ local_child(int listen_fd, int mode)
             say(fd, "250-local.test\r\n250-STARTTLS\r\n250-PIPELINING\r\n250-CHUNKING\r\n"
                     "250 STARTTLS\r\n");
         else if (strncmp(line, "MAIL", 4) == 0)
-            say(fd, "250 2.1.0 ok\r\n");
+            reply_or_hold(fd, mode, held, sizeof(held), "250 2.1.0 ok\r\n");
         else if (strncmp(line, "RCPT", 4) == 0 && strstr(line, "bad") != NULL)
-            say(fd, "550 5.1.1 no such user\r\n");
+            reply_or_hold(fd, mode, held, sizeof(held), "550 5.1.1 no such user\r\n");
         else if (strncmp(line, "RCPT", 4) == 0) {
             rcpts++;
-            say(fd, "250 2.1.5 ok\r\n");
+            reply_or_hold(fd, mode, held, sizeof(held), "250 2.1.5 ok\r\n");
+        } else if (strncmp(line, "RSET", 4) == 0 || strncmp(line, "NOOP", 4) == 0) {
+            reply_or_hold(fd, mode, held, sizeof(held), "250 2.0.0 ok\r\n");
         } else if (strncmp(line, "DATA", 4) == 0) {
             in_data = 1;
+            say(fd, held);
+            held[0] = 0;
             say(fd, "354 go ahead\r\n");
         } else if (strncmp(line, "QUIT", 4) == 0) {
             say(fd, "221 2.0.0 bye\r\n");
@@ -356,6 +374,32 @@ test_local_refuses(void **state)
     run_free(&run);
 }
 
+/* A pipelined group (RFC 2920) goes to the local MTA as a group, and the
+ * replies come back in order: this local MTA answers MAIL and RCPT only
+ * once it has DATA. Two messages, a refused recipient, a NOOP and RSET. */
+static void
+test_pipelined_group(void **state)
+{
+    const char *script = "EHLO p\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bad@d.test>\r\n"
+                         "RCPT TO:<ok@d.test>\r\nDATA\r\nx\r\n.\r\n"
+                         "RSET\r\nNOOP\r\nMAIL FROM:<e@b.test>\r\nRCPT TO:<ok2@d.test>\r\n"
+                         "DATA\r\ny\r\n.\r\nQUIT\r\n";
+    RUN run;
+
+    run_relay(script, strlen(script), LOCAL_SMTP | LOCAL_BATCH, 1, 0, &run);
+    assert_non_null(strstr(run.provider_in, "250 PIPELINING\r\n250 2.1.0 ok\r\n"
+                                            "550 5.1.1 no such user\r\n250 2.1.5 ok\r\n"
+                                            "354 go ahead\r\n250 2.0.0 queued as LOCAL1\r\n"
+                                            "250 2.0.0 ok\r\n250 2.0.0 ok\r\n"
+                                            "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n"
+                                            "250 2.0.0 queued as LOCAL1\r\n221 2.0.0 bye\r\n"));
+    assert_int_equal(run.res.refused, 1);
+    assert_int_equal(run.res.messages, 2);
+    assert_int_equal(run.res.recipients, 2);
+    assert_int_equal(run.res.local_failed, 0);
+    run_free(&run);
+}
+
 static void
 test_local_dies_in_data(void **state)
 {
@@ -409,6 +453,7 @@ main(void)
         cmocka_unit_test(test_smtp_faithful),
         cmocka_unit_test(test_lmtp_split),
         cmocka_unit_test(test_local_refuses),
+        cmocka_unit_test(test_pipelined_group),
         cmocka_unit_test(test_local_dies_in_data),
         cmocka_unit_test(test_provider_dies_in_data),
         cmocka_unit_test(test_local_down),
