@@ -5,7 +5,9 @@
  *     incoming/          temp files being written (O_EXCL, 0600)
  *     msg/XY/ID          complete queue files; XY = last two hex digits of ID
  *     db/                Berkeley DB environment (Transactional Data Store)
- *                        with database "index.db"
+ *                        with databases "index.db" and "stats.db" (the
+ *                        per-domain figures and collection records,
+ *                        queue_stats.h)
  *     lock/DOMAIN        per-domain lock files (fcntl F_WRLCK, whole file)
  *     wait/DOMAIN        wake-up files of customers waiting in ATRN (empty;
  *                        queue_wake.c)
@@ -169,6 +171,12 @@
  * (queue_file_settle): a crash in between sends the notice twice, never
  * not at all. The list lives in the index database under a key no domain
  * can have ("\001notice"), and reindex rebuilds it from the status bytes.
+ *
+ * FIGURES. Every transaction that adds or removes a domain's index entry
+ * also changes that domain's figures in stats.db (messages, recipients
+ * waiting, bytes) and a record of what the entry counted, so the figures
+ * cannot drift from the index; queue_file_done() batches a recount for an
+ * entry that stays with fewer recipients waiting. See queue_stats.h.
  *
  * EXPIRY AND DELAY WARNINGS cost O(domains) when nothing is due: IDs sort
  * by arrival and carry it (queue_id_time), so a domain's first index entry

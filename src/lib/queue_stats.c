@@ -26,6 +26,7 @@
 
 typedef struct {
     uint64_t messages, recipients, bytes;
+    char oldest[QUEUE_ID_LEN]; /* the domain's first index entry */
 } STATS_FIG;
 
 typedef struct {
@@ -181,11 +182,32 @@ sub_floor(uint64_t a, uint64_t b)
     return a > b ? a - b : 0;
 }
 
+/* The domain's first index entry (its oldest message: IDs sort by
+ * arrival) into oldest; 0, DB_NOTFOUND or an error. */
+static int
+stats_first_entry(QUEUE *q, DB_TXN *txn, const char *domain, size_t len, char *oldest)
+{
+    DBT k, d;
+    DBC *cur;
+    int ret;
+
+    if ((ret = q->db->cursor(q->db, txn, &cur, 0)) != 0)
+        return ret;
+    queue_dbt_set(&k, domain, len);
+    queue_dbt_set(&d, NULL, 0);
+    ret = cur->get(cur, &k, &d, DB_SET);
+    if (ret == 0 && d.size == QUEUE_ID_LEN)
+        memcpy(oldest, d.data, QUEUE_ID_LEN);
+    (void) cur->close(cur);
+    return ret;
+}
+
 /* Add (sign > 0) or take back one entry's counts from the domain's
- * figures; the record goes when no message is left. */
+ * figures; the record goes when no message is left. id: the entry added
+ * or removed (NULL for a recount): the oldest ID follows it. */
 static int
 stats_figures_change(QUEUE *q, DB_TXN *txn, const char *domain, size_t len, int sign,
-                     uint64_t messages, uint64_t recipients, uint64_t bytes)
+                     uint64_t messages, uint64_t recipients, uint64_t bytes, const char *id)
 {
     char key[STATS_KEY_MAX];
     size_t klen = stats_key(key, STATS_FIGURES, domain, len, NULL);
@@ -201,6 +223,9 @@ stats_figures_change(QUEUE *q, DB_TXN *txn, const char *domain, size_t len, int 
         fig.messages += messages;
         fig.recipients += recipients;
         fig.bytes += bytes;
+        /* New IDs are the newest, but reindex may add in any order. */
+        if (id != NULL && (fig.oldest[0] == 0 || memcmp(id, fig.oldest, QUEUE_ID_LEN) < 0))
+            memcpy(fig.oldest, id, QUEUE_ID_LEN);
     } else {
         fig.messages = sub_floor(fig.messages, messages);
         fig.recipients = sub_floor(fig.recipients, recipients);
@@ -208,6 +233,16 @@ stats_figures_change(QUEUE *q, DB_TXN *txn, const char *domain, size_t len, int 
     }
     if (fig.messages == 0)
         return stats_del(q, txn, key, klen);
+    /* The oldest went (a flush sends the oldest first): the next one is
+     * the domain's first index entry now. */
+    if (sign < 0 && id != NULL
+        && (fig.oldest[0] == 0 || memcmp(id, fig.oldest, QUEUE_ID_LEN) == 0)) {
+        ret = stats_first_entry(q, txn, domain, len, fig.oldest);
+        if (ret == DB_NOTFOUND)
+            memset(fig.oldest, 0, sizeof(fig.oldest));
+        else if (ret != 0)
+            return ret;
+    }
     return stats_put(q, txn, key, klen, &fig, sizeof(fig));
 }
 
@@ -224,7 +259,7 @@ queue_stats_added(QUEUE *q, DB_TXN *txn, const QUEUE_PAIR *p)
     ent.bytes = p->bytes > 0 ? (uint64_t) p->bytes : 0;
     if ((ret = stats_put(q, txn, key, klen, &ent, sizeof(ent))) != 0)
         return ret;
-    return stats_figures_change(q, txn, p->domain, len, 1, 1, ent.recipients, ent.bytes);
+    return stats_figures_change(q, txn, p->domain, len, 1, 1, ent.recipients, ent.bytes, p->id);
 }
 
 int
@@ -242,7 +277,7 @@ queue_stats_removed(QUEUE *q, DB_TXN *txn, const char *domain, size_t len, const
         return ret;
     else if ((ret = stats_del(q, txn, key, klen)) != 0)
         return ret;
-    return stats_figures_change(q, txn, domain, len, -1, 1, ent.recipients, ent.bytes);
+    return stats_figures_change(q, txn, domain, len, -1, 1, ent.recipients, ent.bytes, id);
 }
 
 int
@@ -260,9 +295,11 @@ queue_stats_recount(QUEUE *q, DB_TXN *txn, const QUEUE_PAIR *p)
     if (ret != 0 || ent.recipients == p->rcpts)
         return ret;
     if (p->rcpts < ent.recipients)
-        ret = stats_figures_change(q, txn, p->domain, len, -1, 0, ent.recipients - p->rcpts, 0);
+        ret = stats_figures_change(q, txn, p->domain, len, -1, 0, ent.recipients - p->rcpts, 0,
+                                   NULL);
     else
-        ret = stats_figures_change(q, txn, p->domain, len, 1, 0, p->rcpts - ent.recipients, 0);
+        ret = stats_figures_change(q, txn, p->domain, len, 1, 0, p->rcpts - ent.recipients, 0,
+                                   NULL);
     if (ret != 0)
         return ret;
     ent.recipients = p->rcpts;
@@ -362,28 +399,6 @@ typedef struct {
     STATS_META_REC meta;
 } FIG_CTX;
 
-/* The domain's first index entry: its oldest message. */
-static int
-fig_oldest(QUEUE *q, DBC *icur, QUEUE_FIGURES *f)
-{
-    DBT k, d;
-    int ret;
-
-    queue_dbt_set(&k, f->domain, strlen(f->domain));
-    queue_dbt_set(&d, NULL, 0);
-    ret = icur->get(icur, &k, &d, DB_SET);
-    if (ret == DB_NOTFOUND)
-        return 0;
-    if (ret == 0 && d.size == QUEUE_ID_LEN) {
-        memcpy(f->oldest_id, d.data, QUEUE_ID_LEN);
-        f->oldest_id[QUEUE_ID_LEN] = 0;
-        f->oldest = queue_id_time(f->oldest_id);
-        if (f->oldest < 0)
-            f->oldest = 0;
-    }
-    return ret;
-}
-
 static void
 fig_fill(QUEUE_FIGURES *f, const char *domain, size_t len, const STATS_FIG *fig)
 {
@@ -394,6 +409,15 @@ fig_fill(QUEUE_FIGURES *f, const char *domain, size_t len, const STATS_FIG *fig)
     f->messages = fig->messages;
     f->recipients = fig->recipients;
     f->bytes = fig->bytes;
+    if (fig->oldest[0] != 0) {
+        memcpy(f->oldest_id, fig->oldest, QUEUE_ID_LEN);
+        f->oldest_id[QUEUE_ID_LEN] = 0;
+        f->oldest = queue_id_time(f->oldest_id);
+        if (f->oldest < 0) {
+            f->oldest = 0;
+            f->oldest_id[0] = 0;
+        }
+    }
 }
 
 /* Is the figures' meta record there, or the index empty of domains? */
@@ -431,7 +455,7 @@ fig_all_fn(QUEUE *q, DB_TXN *txn, void *ctx)
     FIG_CTX *c = ctx;
     char prefix = STATS_FIGURES;
     DBT k, d;
-    DBC *cur, *icur;
+    DBC *cur;
     int ret;
 
     c->count = 0; /* again after a conflict */
@@ -439,10 +463,6 @@ fig_all_fn(QUEUE *q, DB_TXN *txn, void *ctx)
         return ret;
     if ((ret = q->stats_db->cursor(q->stats_db, txn, &cur, 0)) != 0)
         return ret;
-    if ((ret = q->db->cursor(q->db, txn, &icur, 0)) != 0) {
-        (void) cur->close(cur);
-        return ret;
-    }
     queue_dbt_set(&k, &prefix, 1);
     queue_dbt_set(&d, NULL, 0);
     for (ret = cur->get(cur, &k, &d, DB_SET_RANGE); ret == 0;
@@ -459,11 +479,8 @@ fig_all_fn(QUEUE *q, DB_TXN *txn, void *ctx)
             c->list = x_realloc(c->list, c->alloc * sizeof(*c->list));
         }
         fig_fill(&c->list[c->count], (const char *) k.data + 1, k.size - 1, &fig);
-        if ((ret = fig_oldest(q, icur, &c->list[c->count])) != 0)
-            break;
         c->count++;
     }
-    (void) icur->close(icur);
     (void) cur->close(cur);
     return ret == DB_NOTFOUND ? 0 : ret;
 }
@@ -498,7 +515,6 @@ fig_one_fn(QUEUE *q, DB_TXN *txn, void *ctx)
     size_t len = strlen(c->domain);
     size_t klen = stats_key(key, STATS_FIGURES, c->domain, len, NULL);
     STATS_FIG fig;
-    DBC *icur;
     int ret;
 
     c->found = 0;
@@ -510,12 +526,8 @@ fig_one_fn(QUEUE *q, DB_TXN *txn, void *ctx)
     if (ret != 0)
         return ret;
     fig_fill(c->list, c->domain, len, &fig);
-    if ((ret = q->db->cursor(q->db, txn, &icur, 0)) != 0)
-        return ret;
-    ret = fig_oldest(q, icur, c->list);
-    (void) icur->close(icur);
-    c->found = ret == 0;
-    return ret;
+    c->found = 1;
+    return 0;
 }
 
 int

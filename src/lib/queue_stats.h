@@ -8,7 +8,9 @@
  * add and remove the domain's index entries (store, the batched removals
  * of a flush, delete, expiry, bounce, reindex), so they cannot drift from
  * the index:
- *     "F" DOMAIN           -> messages, recipients, bytes (3 x uint64)
+ *     "F" DOMAIN           -> messages, recipients, bytes (3 x uint64),
+ *                             the oldest ID (the domain's first index
+ *                             entry, 18 bytes)
  *     "E" DOMAIN NUL ID    -> what one index entry counts: its queued
  *                             recipients in DOMAIN, the file's content
  *                             length (2 x uint64)
@@ -23,7 +25,10 @@
  * the entry: queue_file_done() then batches a recount, committed after the
  * marks are on disk (queue_sync()), which moves the recipients figure by
  * the difference to the entry's record. The oldest message of a domain is
- * not stored: it is the domain's first index entry (IDs sort by arrival).
+ * its first index entry (IDs sort by arrival); the record keeps a copy so
+ * that reading every domain is one walk of stats.db: an addition keeps the
+ * smaller ID, the removal of the oldest looks up the new first entry in
+ * the same transaction.
  * A message with recipients in two domains counts in both; totals are sums
  * over domains. `odmr-queue reindex` empties the figures with the index
  * (in one transaction) and rebuilds both from the files; collection
