@@ -12,7 +12,9 @@
  *
  * While waiting, the session holds no domain lock (an expiry run, or a
  * second session of the same customer, is never blocked by a waiter) and
- * no queue transaction. It wakes up:
+ * no queue handle (each check opens the queue and closes it again: an open
+ * handle takes one of the 4000 slots of the Berkeley DB environment's
+ * thread table and registry for as long as it stays open). It wakes up:
  *   - when a message for one of its domains is committed: the waiter makes
  *     queue_directory/wait/DOMAIN for each domain and watches it with
  *     inotify; odmr-store and odmr-enqueue touch that file after each
@@ -27,11 +29,13 @@
  *     a fifth of a core. It remains the fallback when the domains are not
  *     known (an ATRN without domains and without user_domain_maps) or a
  *     wake-up file cannot be made.
- *   - every ODMRD_WAIT_POLL_NOTIFY_MS anyway (ODMRD_WAIT_POLL_MS without
- *     inotify: fs.inotify.max_user_instances, 128 by default, is the
- *     number of inotify instances of user odmr, so of waiters with a
- *     watch), so a missed wake-up (a message put back by odmr-queue
- *     reindex, say) costs delay, never mail;
+ *   - every ODMRD_WAIT_POLL_NOTIFY_MS (a minute) anyway, so a missed
+ *     wake-up (a message put back by odmr-queue reindex, say) costs
+ *     delay, never mail; every ODMRD_WAIT_POLL_MS (5 s) without inotify
+ *     (fs.inotify.max_user_instances, 128 by default, is the number of
+ *     inotify instances of user odmr, so of waiters with a watch). A
+ *     check opens the queue (a few milliseconds of CPU), so not more
+ *     often;
  *   - when the customer sends anything or closes the connection: the wait
  *     ends at once and the ATRN gets its 453; what the customer sent is
  *     then read as the next command;
@@ -54,8 +58,8 @@
 #include "util.h"
 
 #define ODMRD_WAIT_MIN_GAP_MS 100       /* between two index checks */
-#define ODMRD_WAIT_POLL_MS 1000         /* check this often without inotify */
-#define ODMRD_WAIT_POLL_NOTIFY_MS 5000  /* and with it */
+#define ODMRD_WAIT_POLL_MS 5000         /* check this often without inotify */
+#define ODMRD_WAIT_POLL_NOTIFY_MS 60000 /* and with it */
 
 long
 odmrd_wait_time(ODMRD_SESSION *sp)
@@ -171,7 +175,8 @@ odmrd_wait_mail(ODMRD_SESSION *sp, long secs, char **domains, size_t ndomains,
 
         if (now >= end)
             break;
-        n = poll(pfd, ifd >= 0 ? 2 : 1, (int) (wake - now));
+        /* Never a negative timeout: that would wait for ever. */
+        n = poll(pfd, ifd >= 0 ? 2 : 1, wake > now ? (int) (wake - now) : 0);
         if (n < 0 && errno != EINTR) {
             msg_warn("%s: ATRN wait: poll: %m", sp->client);
             ret = ODMRD_WAIT_ERROR;
