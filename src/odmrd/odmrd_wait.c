@@ -44,10 +44,13 @@
  * under the lock, exactly as an ATRN that found the mail at once.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
@@ -148,6 +151,17 @@ odmrd_wait_mail(ODMRD_SESSION *sp, long secs, char **domains, size_t ndomains,
         end = session_end;
     if (client_spoke(sp, NULL))
         return ODMRD_WAIT_CLIENT;
+    /* A customer that vanished (a NAT mapping dropped, a host switched
+     * off) is noticed by TCP keepalive within two minutes; the probes
+     * also keep the customer's NAT mapping alive. Not a socket: no harm. */
+    {
+        int one = 1, idle = 60, intvl = 15, cnt = 4;
+
+        (void) setsockopt(0, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        (void) setsockopt(0, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        (void) setsockopt(0, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+        (void) setsockopt(0, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    }
     if ((ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0) {
         msg_warn("%s: inotify_init1: %m (fs.inotify.max_user_instances?); checking every %d ms",
                  sp->client, ODMRD_WAIT_POLL_MS);
