@@ -494,6 +494,32 @@ stream_read(STREAM *s, void *buf, size_t len)
     return (ssize_t) avail;
 }
 
+ssize_t
+stream_peek(STREAM *s, const void **ptr_r)
+{
+    int ret;
+
+    if ((ret = sticky_read_status(s)) != STREAM_OK)
+        return ret;
+    if (s->in_pos == s->in_len) {
+        if (s->flags & STREAM_F_EOF)
+            return STREAM_EOF;
+        ret = stream_fill(s);
+        if (ret < 0)
+            return ret;
+    }
+    *ptr_r = s->in + s->in_pos;
+    return (ssize_t) (s->in_len - s->in_pos);
+}
+
+void
+stream_skip(STREAM *s, size_t n)
+{
+    if (n > s->in_len - s->in_pos)
+        msg_panic("stream_skip: %zu bytes, %zu buffered", n, s->in_len - s->in_pos);
+    s->in_pos += n;
+}
+
 size_t
 stream_pending(const STREAM *s)
 {

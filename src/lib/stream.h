@@ -67,6 +67,13 @@ int stream_get_line(STREAM *s, char *buf, size_t size, size_t *len_r, int *flags
  * one); returns count, or STREAM_EOF/TIMEOUT/ERROR. */
 ssize_t stream_read(STREAM *s, void *buf, size_t len);
 
+/* The buffered input, without copying: *ptr_r and the count of bytes
+ * (at least one; the fd is read when nothing is buffered), or
+ * STREAM_EOF/TIMEOUT/ERROR. The bytes stay buffered until stream_skip()
+ * consumes them (n at most the count returned). */
+ssize_t stream_peek(STREAM *s, const void **ptr_r);
+void stream_skip(STREAM *s, size_t n);
+
 /* Bytes already read from the fd (or TLS) but not yet returned. */
 size_t stream_pending(const STREAM *s);
 /* Throw away buffered input (STARTTLS: nothing read before the handshake

@@ -57,7 +57,6 @@
 
 #define RELAY_REPLY_LINES 64   /* EHLO lines kept; more are dropped */
 #define RELAY_REPLY_LINE_MAX 1024
-#define RELAY_DATA_BUF 16384
 
 typedef enum {
     RELAY_GREETING = 0, /* waiting for the local MTA's 220 */
@@ -331,50 +330,94 @@ local_command(RELAY *r, const char *line, size_t len, RELAY_REPLY *rep, int filt
 
 /* Copy the content from the provider to the local MTA until the final
  * dot. 1: the dot was read and sent on; 0: the local MTA failed meanwhile
- * (the content was read to its end anyway); -1: the provider failed. */
+ * (the content was read to its end anyway); -1: the provider failed.
+ *
+ * In bulk, straight from the provider stream's buffer: only line starts
+ * are looked at (for "." CRLF, or "." LF), and everything up to the final
+ * dot goes to the local MTA as it came, in one write per buffer. A "." or
+ * ".\r" at a line start that ends the buffer is held back (carry) until
+ * the next bytes tell whether it is the end. Bytes after the final dot
+ * (a pipelined command) stay in the stream for the command loop. */
 static int
 relay_content(RELAY *r)
 {
-    char *buf = x_malloc(RELAY_DATA_BUF);
     int at_line_start = 1, local_ok = 1, ret = -1;
-    size_t len;
-    int flags;
+    char carry[2];
+    size_t ncarry = 0;
 
     relay_enter(r, RELAY_CONTENT);
     stream_set_timeout(r->p, (int) (r->opt->data_timeout * 1000));
     set_local_timeout(r, r->opt->local_timeout);
     for (;;) {
-        int rc = stream_get_line(r->p, buf, RELAY_DATA_BUF, &len, &flags);
-        const char *end = "";
+        const void *vp;
+        const char *buf;
+        ssize_t got = stream_peek(r->p, &vp);
+        size_t n, i = 0, start, term = 0;
 
-        if (rc != STREAM_OK) {
+        if (got < 0) {
             provider_fail(r);
             goto out;
         }
-        if (at_line_start && len == 1 && buf[0] == '.'
-            && (flags & (STREAM_LINE_CRLF | STREAM_LINE_LF))) {
-            if (local_ok && (stream_write(r->l, ".\r\n", 3) < 0 || stream_flush(r->l) < 0))
+        buf = vp;
+        n = (size_t) got;
+        /* A held-back "." or ".\r": the end, or ordinary content. */
+        if (ncarry > 0) {
+            if (buf[0] == '\n') {
+                stream_skip(r->p, 1);
+                goto final_dot;
+            }
+            if (ncarry == 1 && buf[0] == '\r') {
+                carry[ncarry++] = '\r';
+                stream_skip(r->p, 1);
+                continue;
+            }
+            if (local_ok && stream_write(r->l, carry, ncarry) < 0)
                 local_ok = 0;
-            ret = local_ok;
-            goto out;
+            /* ".\rX": the CR did not end the line. */
+            at_line_start = 0;
+            ncarry = 0;
         }
-        if (flags & STREAM_LINE_CRLF)
-            end = "\r\n";
-        else if (flags & STREAM_LINE_LF)
-            end = "\n";
-        at_line_start = (flags & (STREAM_LINE_CRLF | STREAM_LINE_LF)) != 0;
-        if (local_ok && (stream_write(r->l, buf, len) < 0
-                         || stream_write(r->l, end, strlen(end)) < 0))
+        start = i;
+        while (i < n) {
+            const char *nl;
+
+            if (at_line_start && buf[i] == '.') {
+                if (i + 1 < n && buf[i + 1] == '\n') {
+                    term = 2;
+                } else if (i + 2 < n && buf[i + 1] == '\r' && buf[i + 2] == '\n') {
+                    term = 3;
+                } else if (i + 1 == n || (i + 2 == n && buf[i + 1] == '\r')) {
+                    /* Cut at the end of the buffer: decide with the next. */
+                    ncarry = n - i;
+                    memcpy(carry, buf + i, ncarry);
+                    break;
+                }
+                if (term)
+                    break;
+            }
+            if ((nl = memchr(buf + i, '\n', n - i)) == NULL) {
+                at_line_start = 0;
+                i = n;
+                break;
+            }
+            i = (size_t) (nl - buf) + 1;
+            at_line_start = 1;
+        }
+        if (local_ok && i > start && stream_write(r->l, buf + start, i - start) < 0)
             local_ok = 0;
-        if (flags & STREAM_LINE_EOF) {
-            provider_fail(r);
-            goto out;
+        if (term) {
+            stream_skip(r->p, i + term);
+            goto final_dot;
         }
+        stream_skip(r->p, ncarry > 0 ? i + ncarry : i);
     }
+final_dot:
+    if (local_ok && (stream_write(r->l, ".\r\n", 3) < 0 || stream_flush(r->l) < 0))
+        local_ok = 0;
+    ret = local_ok;
 out:
     if (!local_ok)
         local_fail(r, "local MTA: %s while sending message content", stream_error_text(r->l));
-    free(buf);
     return ret;
 }
 

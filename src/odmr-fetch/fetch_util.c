@@ -376,9 +376,16 @@ fetch_connect(const char *host, const char *port, const char *path, int timeout_
             continue;
         }
         if (connect_wait(fd, ai->ai_addr, ai->ai_addrlen, timeout_ms) == 0) {
-            int one = 1;
+            int one = 1, idle = 60, intvl = 15, cnt = 4;
 
             (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            /* An ATRN may wait minutes for its reply (the waiting ATRN):
+             * keep NAT mappings alive, and notice a provider that is gone
+             * within two minutes instead of at --atrn-timeout. */
+            (void) setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+            (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+            (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+            (void) setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
             freeaddrinfo(res);
             return fd;
         }

@@ -113,7 +113,9 @@
  *         (nothing is being transferred), else when the session under way
  *         ends; a second signal ends it at once (the provider keeps what
  *         was not acknowledged). Keep --atrn-timeout above the provider's
- *         wait. systemd/odmr-fetch-follow.service runs it.
+ *         wait. TCP keepalive probes (after 60 seconds idle) keep a NAT
+ *         mapping alive while an ATRN waits and notice a provider that
+ *         is gone. systemd/odmr-fetch-follow.service runs it.
  *     --follow-pause time (default 60s), --retry-max time (default 600s)
  *         See --follow.
  *     -c config_dir, -o name=value

@@ -208,14 +208,14 @@
  *     message for one of its domains is committed (odmr-store and
  *     odmr-enqueue touch queue_directory/wait/DOMAIN, which the waiter
  *     watches with inotify; for an ATRN without domains and without
- *     user_domain_maps, any change of the index) and every 5 seconds, and
+ *     user_domain_maps, any change of the index) and every minute, and
  *     ends when the customer sends anything or hangs up. Only for clients
  *     that wait longer than that for the reply (odmr-fetch --follow:
  *     600s; fetchmail 300s, Exim 30s). Each waiting customer is one odmrd
  *     process (under 1 MB of its own) and one inotify instance of user
  *     odmr: raise the master.cf process limit of the service and
  *     fs.inotify.max_user_instances (128) for many (beyond it a waiter
- *     checks every second instead).
+ *     checks every 5 seconds instead).
  *     .IP "smtp_helo_timeout (300s), smtp_mail_timeout (300s), smtp_rcpt_timeout (300s)"
  *     .IP "smtp_data_init_timeout (120s), smtp_data_xfer_timeout (180s)"
  *     .IP "smtp_data_done_timeout (600s), smtp_quit_timeout (300s)"

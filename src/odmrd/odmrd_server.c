@@ -466,18 +466,35 @@ atrn_select(ODMRD_SESSION *sp, ATRN_SELECT *sel)
     return SELECT_MAIL;
 }
 
-/* odmrd_wait_mail()'s check: 1 mail (locked), 0 none yet, -1 error. */
+/* odmrd_wait_mail()'s check: 1 mail (locked), 0 none yet, -1 error.
+ * Between checks a waiter keeps no queue handle: it would hold a slot of
+ * the Berkeley DB environment's thread table and registry (4000 for all
+ * processes, queue.c) for minutes; a waiter is woken rarely, and an open
+ * costs little. */
 static int
 atrn_wait_check(ODMRD_SESSION *sp, void *ctx)
 {
+    char *err = NULL;
+    int ret;
+
+    if (sp->queue == NULL && (sp->queue = queue_open(var_queue_dir, 0, &err)) == NULL) {
+        msg_warn("%s: cannot open queue %s: %s", sp->client, var_queue_dir,
+                 err ? err : "error");
+        x_free(&err);
+        return -1;
+    }
     switch (atrn_select(sp, (ATRN_SELECT *) ctx)) {
     case SELECT_MAIL:
         return 1;
     case SELECT_NONE:
-        return 0;
+        ret = 0;
+        break;
     default:
-        return -1;
+        ret = -1;
+        break;
     }
+    queue_close(&sp->queue);
+    return ret;
 }
 
 static void
@@ -570,6 +587,7 @@ cmd_atrn(ODMRD_SESSION *sp, const char *args)
                 for (size_t i = 0; i < dl.count; i++)
                     list_add(&watch, dl.names[i]);
                 sel.waiting = 1;
+                queue_close(&sp->queue); /* see atrn_wait_check() */
                 wres = odmrd_wait_mail(sp, wait, watch.names, watch.count, atrn_wait_check,
                                        &sel);
                 list_free(&watch);

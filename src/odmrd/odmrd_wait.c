@@ -12,7 +12,9 @@
  *
  * While waiting, the session holds no domain lock (an expiry run, or a
  * second session of the same customer, is never blocked by a waiter) and
- * no queue transaction. It wakes up:
+ * no queue handle (each check opens the queue and closes it again: an open
+ * handle takes one of the 4000 slots of the Berkeley DB environment's
+ * thread table and registry for as long as it stays open). It wakes up:
  *   - when a message for one of its domains is committed: the waiter makes
  *     queue_directory/wait/DOMAIN for each domain and watches it with
  *     inotify; odmr-store and odmr-enqueue touch that file after each
@@ -27,11 +29,13 @@
  *     a fifth of a core. It remains the fallback when the domains are not
  *     known (an ATRN without domains and without user_domain_maps) or a
  *     wake-up file cannot be made.
- *   - every ODMRD_WAIT_POLL_NOTIFY_MS anyway (ODMRD_WAIT_POLL_MS without
- *     inotify: fs.inotify.max_user_instances, 128 by default, is the
- *     number of inotify instances of user odmr, so of waiters with a
- *     watch), so a missed wake-up (a message put back by odmr-queue
- *     reindex, say) costs delay, never mail;
+ *   - every ODMRD_WAIT_POLL_NOTIFY_MS (a minute) anyway, so a missed
+ *     wake-up (a message put back by odmr-queue reindex, say) costs
+ *     delay, never mail; every ODMRD_WAIT_POLL_MS (5 s) without inotify
+ *     (fs.inotify.max_user_instances, 128 by default, is the number of
+ *     inotify instances of user odmr, so of waiters with a watch). A
+ *     check opens the queue (a few milliseconds of CPU), so not more
+ *     often;
  *   - when the customer sends anything or closes the connection: the wait
  *     ends at once and the ATRN gets its 453; what the customer sent is
  *     then read as the next command;
@@ -40,10 +44,13 @@
  * under the lock, exactly as an ATRN that found the mail at once.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
@@ -54,8 +61,8 @@
 #include "util.h"
 
 #define ODMRD_WAIT_MIN_GAP_MS 100       /* between two index checks */
-#define ODMRD_WAIT_POLL_MS 1000         /* check this often without inotify */
-#define ODMRD_WAIT_POLL_NOTIFY_MS 5000  /* and with it */
+#define ODMRD_WAIT_POLL_MS 5000         /* check this often without inotify */
+#define ODMRD_WAIT_POLL_NOTIFY_MS 60000 /* and with it */
 
 long
 odmrd_wait_time(ODMRD_SESSION *sp)
@@ -144,6 +151,17 @@ odmrd_wait_mail(ODMRD_SESSION *sp, long secs, char **domains, size_t ndomains,
         end = session_end;
     if (client_spoke(sp, NULL))
         return ODMRD_WAIT_CLIENT;
+    /* A customer that vanished (a NAT mapping dropped, a host switched
+     * off) is noticed by TCP keepalive within two minutes; the probes
+     * also keep the customer's NAT mapping alive. Not a socket: no harm. */
+    {
+        int one = 1, idle = 60, intvl = 15, cnt = 4;
+
+        (void) setsockopt(0, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        (void) setsockopt(0, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        (void) setsockopt(0, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+        (void) setsockopt(0, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    }
     if ((ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0) {
         msg_warn("%s: inotify_init1: %m (fs.inotify.max_user_instances?); checking every %d ms",
                  sp->client, ODMRD_WAIT_POLL_MS);
@@ -171,7 +189,8 @@ odmrd_wait_mail(ODMRD_SESSION *sp, long secs, char **domains, size_t ndomains,
 
         if (now >= end)
             break;
-        n = poll(pfd, ifd >= 0 ? 2 : 1, (int) (wake - now));
+        /* Never a negative timeout: that would wait for ever. */
+        n = poll(pfd, ifd >= 0 ? 2 : 1, wake > now ? (int) (wake - now) : 0);
         if (n < 0 && errno != EINTR) {
             msg_warn("%s: ATRN wait: poll: %m", sp->client);
             ret = ODMRD_WAIT_ERROR;

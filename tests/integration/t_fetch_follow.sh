@@ -7,8 +7,9 @@
 # here a short clock: the map gives cust1 6 s) answers 453 at the end of
 # the wait and odmr-fetch waits for it; odmr-fetch giving up first
 # (--atrn-timeout) ends the server's wait at once (it watches the
-# connection); with --follow, a message injected while the customer waits
-# reaches the customer's MTA within a few seconds (the delay from
+# connection), and so does a command the customer sends meanwhile (453,
+# then the command's reply); with --follow, a message injected while the
+# customer waits reaches the customer's MTA within a few seconds (the delay from
 # injection to the local MTA is measured and printed), three times in a
 # row, byte for byte, one session each, woken through the domains' wake-up
 # files (queue_directory/wait/DOMAIN); SIGTERM stops --follow at once
@@ -115,6 +116,44 @@ if wait_for 5 more_than "$before" odmr_log_count 'ATRN example\.org sasl_usernam
     ok "odmrd ends the wait when the customer hangs up ($(($(ms) - t0)) ms later, not 60 s)"
 else
     fail "odmrd ends the wait when the customer hangs up" "$(grep ATRN "$ODMR_LOG_FILE" | tail -2)"
+fi
+
+# The customer sends a command while it waits: the wait ends, ATRN gets its
+# 453 at once, and the command is answered after it.
+spoke=$(/usr/bin/python3 - "$ODMR_HOST" "$ODMR_PORT" cust1 "$ODMR_PASSWORD_cust1" <<'PY' 2>&1 || true
+import base64, hashlib, hmac, socket, sys, time
+host, port, user, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.create_connection((host, port), timeout=30)
+f = s.makefile("rb")
+def reply():
+    while True:
+        line = f.readline().decode()
+        if len(line) < 4 or line[3] != "-":
+            return line.strip()
+def cmd(text):
+    s.sendall(text.encode() + b"\r\n")
+    return reply()
+reply()
+cmd("EHLO customer.test")
+ch = cmd("AUTH CRAM-MD5")[4:]
+digest = hmac.new(pw.encode(), base64.b64decode(ch), hashlib.md5).hexdigest()
+print("auth", cmd(base64.b64encode(("%s %s" % (user, digest)).encode()).decode())[:3])
+s.sendall(b"ATRN example.org\r\n")
+time.sleep(1)
+t0 = time.time()
+s.sendall(b"NOOP\r\n")
+atrn = reply()
+print("atrn", atrn[:3], "after_ms=%d" % ((time.time() - t0) * 1000))
+print("noop", reply()[:3])
+print("quit", cmd("QUIT")[:3])
+PY
+)
+after=$(sed -n 's/^atrn 453 after_ms=\([0-9]*\)$/\1/p' <<<"$spoke")
+if grep -q '^auth 235' <<<"$spoke" && [ -n "$after" ] && [ "$after" -lt 2000 ] &&
+    grep -q '^noop 250' <<<"$spoke" && grep -q '^quit 221' <<<"$spoke"; then
+    ok "a command during the wait ends it: 453 ${after} ms after NOOP was sent, then NOOP's 250"
+else
+    fail "a command during the wait ends it" "$(tr '\n' ' ' <<<"$spoke")"
 fi
 
 # --- --follow: mail within seconds ----------------------------------------------------

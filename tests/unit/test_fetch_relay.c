@@ -178,8 +178,17 @@ provider_child(int fd, const char *script, size_t len, int close_early)
 
     snprintf(path, sizeof(path), "%s/provider.in", dir);
     /* A relay that fails at once (local MTA down) may close before the
-     * script is written: read its reply anyway. */
-    (void) write_all(fd, script, len);
+     * script is written: read its reply anyway. A byte \001 in the script
+     * is not sent: it cuts the script into writes 50 ms apart, so the
+     * relay reads the pieces separately. */
+    for (size_t i = 0, start = 0; i <= len; i++) {
+        if (i == len || script[i] == '\001') {
+            (void) write_all(fd, script + start, i - start);
+            if (i < len)
+                usleep(50000);
+            start = i + 1;
+        }
+    }
     if (close_early)
         _exit(0);
     while ((n = read(fd, buf, sizeof(buf))) > 0)
@@ -400,6 +409,32 @@ test_pipelined_group(void **state)
     run_free(&run);
 }
 
+/* Content cut where the end of data could start: after a "." and after
+ * ".\r" at a line start, after "." in the middle of a line, and a final
+ * dot cut in two; the bytes after each dot (the next, pipelined command)
+ * stay for the command loop. */
+static void
+test_content_cut(void **state)
+{
+    const char *script = "EHLO p\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<ok@d.test>\r\nDATA\r\n"
+                         "one\r\n.\001.stuffed\r\n.\001\rnot the end\r\n"
+                         "a.\001\r\nx\r\n.\001\r\001\nMAIL FROM:<e@b.test>\r\n"
+                         "RCPT TO:<ok2@d.test>\r\nDATA\r\nbare lf\n.\001\nQUIT\r\n";
+    const char *want = "EHLO p\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<ok@d.test>\r\nDATA\r\n"
+                       "one\r\n..stuffed\r\n.\rnot the end\r\na.\r\nx\r\n.\r\n"
+                       "MAIL FROM:<e@b.test>\r\nRCPT TO:<ok2@d.test>\r\nDATA\r\n"
+                       "bare lf\n.\r\nQUIT\r\n";
+    RUN run;
+
+    run_relay(script, strlen(script), LOCAL_SMTP, 1, 0, &run);
+    assert_int_equal(run.local_len, strlen(want));
+    assert_memory_equal(run.local_in, want, strlen(want));
+    assert_int_equal(run.res.messages, 2);
+    assert_int_equal(run.res.provider_failed, 0);
+    assert_non_null(strstr(run.provider_in, "221 2.0.0 bye\r\n"));
+    run_free(&run);
+}
+
 static void
 test_local_dies_in_data(void **state)
 {
@@ -454,6 +489,7 @@ main(void)
         cmocka_unit_test(test_lmtp_split),
         cmocka_unit_test(test_local_refuses),
         cmocka_unit_test(test_pipelined_group),
+        cmocka_unit_test(test_content_cut),
         cmocka_unit_test(test_local_dies_in_data),
         cmocka_unit_test(test_provider_dies_in_data),
         cmocka_unit_test(test_local_down),
