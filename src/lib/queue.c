@@ -7,12 +7,14 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/types.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -296,23 +298,239 @@ queue_open_dirs(QUEUE *q, char **error_r)
     return 0;
 }
 
+/* ---- the watchdog --------------------------------------------------------- */
+
+/*
+ * WATCHDOG in queue.h. A Berkeley DB call (a guarded call) that makes no
+ * progress for queue_stuck_ms while the environment is wedged (a process
+ * that used it is gone, or another process recovered it under us) is
+ * left with siglongjmp from a signal handler: the watchdog thread sends
+ * the signal to the thread in the call. The environment handle is
+ * abandoned (never closed: a close would wait on the same mutex) and the
+ * caller reopens, which recovers. The calls hold nothing of ours across
+ * the jump: their callers' state is outside (queue_txn_once's ctx, the
+ * open lock in queue_env_open).
+ */
+int queue_stuck_ms = 10000;
+
+static sigjmp_buf *queue_guard_jmp;  /* innermost guarded call, or NULL */
+static int64_t queue_guard_since;    /* atomic: when it began (ms), 0 none */
+static int queue_guard_dirfd = -1;   /* atomic: queue directory of the call */
+static dev_t queue_guard_dev;        /* its db/__db.001 at the open */
+static ino_t queue_guard_ino;
+static pthread_t queue_guard_thread; /* the thread in the guarded call */
+static pid_t queue_guard_pid;        /* process the watchdog runs in */
+
+static int
+queue_guard_signal(void)
+{
+    return SIGRTMIN + 4;
+}
+
+static int64_t queue_guard_fired;    /* atomic: the call the signal is for */
+
+/* Leaves the call only if it is the one the watchdog saw stuck (not one
+ * that began since), which is then waiting inside Berkeley DB. */
+static void
+queue_guard_handler(int sig)
+{
+    (void) sig;
+    if (queue_guard_jmp != NULL
+        && __atomic_load_n(&queue_guard_since, __ATOMIC_ACQUIRE)
+               == __atomic_load_n(&queue_guard_fired, __ATOMIC_ACQUIRE))
+        siglongjmp(*queue_guard_jmp, 1);
+}
+
+/* Has the environment of the queue directory dirfd been wedged: replaced
+ * by a recovery since we opened it, or registered by a process that is
+ * gone? */
+static int
+queue_guard_wedged(int dirfd, dev_t dev, ino_t ino)
+{
+    struct stat st;
+    char buf[25 * 256];
+    ssize_t n;
+    int fd;
+
+    if (fstatat(dirfd, "db/__db.001", &st, 0) < 0 || st.st_dev != dev || st.st_ino != ino)
+        return 1;
+    /* db/__db.register: one 25-byte line per slot, a pid right-aligned, or
+     * "X" for a free slot. A slot is freed when its process closes the
+     * environment, so a listed pid that does not exist died in it. */
+    if ((fd = openat(dirfd, "db/__db.register", O_RDONLY | O_CLOEXEC)) < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    (void) close(fd);
+    for (ssize_t off = 0; n > 0 && off + 25 <= n; off += 25) {
+        char *end;
+        long pid;
+
+        buf[off + 24] = 0;
+        pid = strtol(buf + off, &end, 10);
+        if (end != buf + off && pid > 0 && pid != (long) getpid()
+            && kill((pid_t) pid, 0) < 0 && errno == ESRCH)
+            return 1;
+    }
+    return 0;
+}
+
+static void *
+queue_guard_main(void *arg)
+{
+    int64_t fired = 0;
+
+    (void) arg;
+    for (;;) {
+        int64_t since = __atomic_load_n(&queue_guard_since, __ATOMIC_ACQUIRE);
+        int dirfd = __atomic_load_n(&queue_guard_dirfd, __ATOMIC_ACQUIRE);
+
+        if (since != 0 && since != fired && dirfd >= 0
+            && now_ms() - since >= queue_stuck_ms
+            && queue_guard_wedged(dirfd, queue_guard_dev, queue_guard_ino)) {
+            fired = since;
+            __atomic_store_n(&queue_guard_fired, since, __ATOMIC_RELEASE);
+            (void) pthread_kill(queue_guard_thread, queue_guard_signal());
+        }
+        usleep(queue_stuck_ms >= 4000 ? 500000 : 100000);
+    }
+    return NULL;
+}
+
+/* Start the watchdog thread once per process (again in a forked child). */
+static void
+queue_guard_start(void)
+{
+    struct sigaction sa;
+    sigset_t all, old;
+    pthread_t t;
+
+    if (queue_guard_pid == getpid())
+        return;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = queue_guard_handler;
+    sa.sa_flags = SA_RESTART; /* a system call interrupted without a jump goes on */
+    sigemptyset(&sa.sa_mask);
+    (void) sigaction(queue_guard_signal(), &sa, NULL);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (pthread_create(&t, NULL, queue_guard_main, NULL) == 0) {
+        (void) pthread_detach(t);
+        queue_guard_pid = getpid();
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Remember the environment just opened (the watchdog's yardstick). */
+static void
+queue_guard_note_env(QUEUE *q)
+{
+    struct stat st;
+
+    if (fstatat(q->dir_fd, "db/__db.001", &st, 0) == 0) {
+        q->region_dev = st.st_dev;
+        q->region_ino = st.st_ino;
+    }
+}
+
+/* Run call(q, arg) as a guarded call: its result, or QUEUE_STUCK when the
+ * watchdog made it leave (q->env and q->db are then abandoned, and the
+ * next open recovers unless someone else already did). */
+int
+queue_guard_call(QUEUE *q, int (*call)(QUEUE *, void *), void *arg)
+{
+    sigjmp_buf jb;
+    sigjmp_buf *volatile outer = queue_guard_jmp;
+    volatile int64_t outer_since = __atomic_load_n(&queue_guard_since, __ATOMIC_ACQUIRE);
+    volatile int outer_fd = __atomic_load_n(&queue_guard_dirfd, __ATOMIC_ACQUIRE);
+    volatile dev_t outer_dev = queue_guard_dev;
+    volatile ino_t outer_ino = queue_guard_ino;
+    int ret;
+
+    queue_guard_start();
+    if (sigsetjmp(jb, 1) != 0) {
+        int wedged_here;
+
+        queue_guard_jmp = outer;
+        __atomic_store_n(&queue_guard_since, outer_since, __ATOMIC_RELEASE);
+        __atomic_store_n(&queue_guard_dirfd, outer_fd, __ATOMIC_RELEASE);
+        queue_guard_dev = outer_dev;
+        queue_guard_ino = outer_ino;
+        /* Abandoned, not closed: a close would wait on the same mutex. */
+        q->db = NULL;
+        q->stats_db = NULL;
+        q->env = NULL;
+        wedged_here = q->region_ino != 0 && q->dir_fd >= 0;
+        if (wedged_here) {
+            struct stat st;
+
+            /* Still the regions we were in: nobody recovered them yet. */
+            q->recover_next = fstatat(q->dir_fd, "db/__db.001", &st, 0) == 0
+                              && st.st_dev == q->region_dev && st.st_ino == q->region_ino;
+        }
+        msg_warn("queue index: no progress inside Berkeley DB for %d s while a process "
+                 "that used the index is gone; leaving the index to recovery",
+                 queue_stuck_ms / 1000);
+        return QUEUE_STUCK;
+    }
+    queue_guard_dev = q->region_dev;
+    queue_guard_ino = q->region_ino;
+    queue_guard_thread = pthread_self();
+    queue_guard_jmp = &jb;
+    __atomic_store_n(&queue_guard_dirfd, q->region_ino != 0 ? q->dir_fd : -1,
+                     __ATOMIC_RELEASE);
+    __atomic_store_n(&queue_guard_since, now_ms(), __ATOMIC_RELEASE);
+    ret = call(q, arg);
+    __atomic_store_n(&queue_guard_since, outer_since, __ATOMIC_RELEASE);
+    __atomic_store_n(&queue_guard_dirfd, outer_fd, __ATOMIC_RELEASE);
+    queue_guard_dev = outer_dev;
+    queue_guard_ino = outer_ino;
+    queue_guard_jmp = outer;
+    return ret;
+}
+
 /* ---- the Berkeley DB environment ------------------------------------------ */
 
-static void
-queue_env_close(QUEUE *q)
+static int
+queue_env_close_call(QUEUE *q, void *arg)
 {
+    (void) arg;
     if (q->stats_db != NULL) {
-        (void) q->stats_db->close(q->stats_db, 0);
+        (void) q->stats_db->close(q->stats_db, DB_NOSYNC);
         q->stats_db = NULL;
     }
     if (q->db != NULL) {
-        (void) q->db->close(q->db, 0);
+        /* DB_NOSYNC: no fdatasync of index.db at every process exit (one
+         * sync per message for odmr-enqueue). Every change is in the log
+         * and the cache lives in the shared regions, which outlive us;
+         * recovery redoes what a crash took from index.db. */
+        (void) q->db->close(q->db, DB_NOSYNC);
         q->db = NULL;
     }
     if (q->env != NULL) {
         (void) q->env->close(q->env, 0);
         q->env = NULL;
     }
+    return 0;
+}
+
+static void
+queue_env_close(QUEUE *q)
+{
+    if (q->db != NULL || q->env != NULL)
+        (void) queue_guard_call(q, queue_env_close_call, NULL);
+}
+
+static int
+queue_checkpoint_call(QUEUE *q, void *arg)
+{
+    (void) arg;
+    return q->env->txn_checkpoint(q->env, QUEUE_CHECKPOINT_KBYTES, 0, 0);
+}
+
+static void
+queue_env_close_unguarded(QUEUE *q)
+{
+    (void) queue_env_close_call(q, NULL);
 }
 
 /* Does a process that used the environment still live? (failchk asks.)
@@ -336,11 +554,15 @@ queue_backoff(useconds_t *pause)
 }
 
 /* Take the open lock (see CRASH RECOVERY in queue.h) before deadline:
- * an fd to close afterwards, -1 with *error_r. */
+ * an fd to close afterwards, -1 with *error_r. An open holds it for about
+ * a millisecond, so the waiters poll at short intervals (0.1 to 2 ms):
+ * with the pauses of queue_backoff() (up to 64 ms) twenty processes
+ * starting at once (pipe(8) runs odmr-enqueue per message) spent most of
+ * their time asleep with the lock free. */
 static int
 queue_open_lock(QUEUE *q, int64_t deadline, char **error_r)
 {
-    useconds_t pause = 2000;
+    useconds_t pause = 100;
     struct flock fl;
     int fd;
 
@@ -365,7 +587,9 @@ queue_open_lock(QUEUE *q, int64_t deadline, char **error_r)
                         QUEUE_OPEN_WAIT_S);
             break;
         }
-        queue_backoff(&pause);
+        usleep(pause / 2 + (useconds_t) (random() % (long) pause));
+        if (pause < 2000)
+            pause *= 2;
     }
     (void) close(fd);
     return -1;
@@ -415,7 +639,7 @@ queue_env_try(QUEUE *q, const char *home, int recover, char **error_r)
     (void) env->set_thread_count(env, QUEUE_THREAD_MAX);
     (void) env->set_isalive(env, queue_is_alive);
     if (!var_index_sync)
-        (void) env->set_flags(env, DB_TXN_NOSYNC, 1);
+        (void) env->set_flags(env, DB_TXN_WRITE_NOSYNC, 1);
     ret = env->open(env, home,
                     DB_CREATE | DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL
                         | DB_REGISTER | DB_RECOVER,
@@ -454,7 +678,38 @@ queue_env_try(QUEUE *q, const char *home, int recover, char **error_r)
         }
         usleep(1000);
     }
-    queue_env_close(q);
+    queue_env_close_unguarded(q);
+    return ret;
+}
+
+typedef struct {
+    const char *home;
+    int recover;
+    char **error_r;
+} QUEUE_TRY_CTX;
+
+static int
+queue_env_try_call(QUEUE *q, void *arg)
+{
+    QUEUE_TRY_CTX *t = arg;
+
+    return queue_env_try(q, t->home, t->recover, t->error_r);
+}
+
+/* queue_env_try as a guarded call; a wedged open says DB_RUNRECOVERY. */
+static int
+queue_env_try_guarded(QUEUE *q, const char *home, int recover, char **error_r)
+{
+    QUEUE_TRY_CTX t = {home, recover, error_r};
+    int ret = queue_guard_call(q, queue_env_try_call, &t);
+
+    if (ret == QUEUE_STUCK) {
+        q->recover_next = 0;
+        queue_error(error_r, "queue index: open environment %s: no progress", home);
+        return DB_RUNRECOVERY;
+    }
+    if (ret == 0)
+        queue_guard_note_env(q);
     return ret;
 }
 
@@ -481,14 +736,20 @@ queue_env_open(QUEUE *q, char **error_r)
         if ((lock_fd = queue_open_lock(q, deadline, error_r)) < 0)
             break;
         queue_fault("open-locked");
-        ret = queue_env_try(q, home, 0, &error);
+        if (q->recover_next) {
+            /* We left these regions wedged (the watchdog): recover them. */
+            q->recover_next = 0;
+            ret = queue_env_try_guarded(q, home, 1, &error);
+        } else {
+            ret = queue_env_try_guarded(q, home, 0, &error);
+        }
         /* Panicked, and no dead registrant made this open recover it; or
          * an environment without a thread table (made by an older
          * version): recover it now. */
         if (ret == DB_RUNRECOVERY || (ret == EINVAL && strstr(error, "thread") != NULL)) {
             msg_warn("%s", error);
             x_free(&error);
-            ret = queue_env_try(q, home, 1, &error);
+            ret = queue_env_try_guarded(q, home, 1, &error);
         }
         (void) close(lock_fd);
         if (ret == 0) {
@@ -566,7 +827,7 @@ queue_close(QUEUE **qp)
             free(error);
         }
         if (q->env != NULL)
-            (void) q->env->txn_checkpoint(q->env, QUEUE_CHECKPOINT_KBYTES, 0, 0);
+            (void) queue_guard_call(q, queue_checkpoint_call, NULL);
         queue_env_close(q);
     }
     /* In a forked child the handles belong to the parent: the memory is
@@ -620,6 +881,51 @@ queue_dir(const QUEUE *q)
  * have reached the log, and adding or removing an entry twice is harmless.
  * Reopening stops after QUEUE_OPEN_WAIT_S.
  */
+typedef struct {
+    int flags;
+    QUEUE_TXN_FN fn;
+    void *ctx;
+} QUEUE_ONCE_CTX;
+
+/* One try of a transaction (a guarded call): 0 or a Berkeley DB error. */
+static int
+queue_txn_once(QUEUE *q, void *arg)
+{
+    QUEUE_ONCE_CTX *o = arg;
+    DB_TXN *txn = NULL;
+    int ret;
+
+    ret = q->env->txn_begin(q->env, NULL, &txn,
+                            DB_TXN_NOWAIT | ((o->flags & QUEUE_TXN_READ) ? DB_READ_COMMITTED : 0));
+    if (ret == 0) {
+        ret = o->fn(q, txn, o->ctx);
+        if (ret == 0 && (o->flags & QUEUE_TXN_DURABLE))
+            queue_fault("index-txn"); /* holding the page write locks */
+        if (ret == 0)
+            ret = txn->commit(txn, DB_TXN_WRITE_NOSYNC);
+        else
+            (void) txn->abort(txn);
+    }
+    if (ret == 0 && (o->flags & QUEUE_TXN_DURABLE) && var_index_sync) {
+        queue_fault("log-flush"); /* committed, the log not yet on disk */
+        ret = q->env->log_flush(q->env, NULL);
+    }
+    if (ret == 0 && !(o->flags & QUEUE_TXN_READ) && ++q->commits >= QUEUE_CHECKPOINT_EVERY) {
+        q->commits = 0;
+        (void) q->env->txn_checkpoint(q->env, QUEUE_CHECKPOINT_KBYTES, 0, 0);
+    }
+    return ret;
+}
+
+/* failchk as a guarded call: 0, or non-zero when the environment needs
+ * recovery (DB_RUNRECOVERY, or QUEUE_STUCK). */
+static int
+queue_failchk_call(QUEUE *q, void *arg)
+{
+    (void) arg;
+    return q->env->failchk(q->env, 0) == DB_RUNRECOVERY ? DB_RUNRECOVERY : 0;
+}
+
 int
 queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
               char **error_r)
@@ -635,30 +941,18 @@ queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
     if (q->pid != getpid())
         msg_panic("queue %s used after fork", q->dir);
     for (long attempt = 0; attempt < 1000000; attempt++) {
-        DB_TXN *txn = NULL;
+        QUEUE_ONCE_CTX once = {flags, fn, ctx};
 
         if (q->env == NULL && queue_env_open(q, error_r) < 0)
             return -1;
-        ret = q->env->txn_begin(q->env, NULL, &txn,
-                                DB_TXN_NOWAIT
-                                    | ((flags & QUEUE_TXN_READ) ? DB_READ_COMMITTED : 0));
-        if (ret == 0) {
-            ret = fn(q, txn, ctx);
-            if (ret == 0 && (flags & QUEUE_TXN_DURABLE))
-                queue_fault("index-txn"); /* holding the page write locks */
-            if (ret == 0)
-                ret = txn->commit(txn, DB_TXN_NOSYNC);
-            else
-                (void) txn->abort(txn);
-        }
-        if (ret == 0 && (flags & QUEUE_TXN_DURABLE) && var_index_sync
-            && (ret = q->env->log_flush(q->env, NULL)) != 0 && ret != DB_RUNRECOVERY)
+        ret = queue_guard_call(q, queue_txn_once, &once);
+        if (ret == QUEUE_STUCK) {
+            /* The watchdog left the environment to recovery: reopen. */
+            if (now_ms() < reopen_deadline)
+                continue;
             break;
+        }
         if (ret == 0) {
-            if (!(flags & QUEUE_TXN_READ) && ++q->commits >= QUEUE_CHECKPOINT_EVERY) {
-                q->commits = 0;
-                (void) q->env->txn_checkpoint(q->env, QUEUE_CHECKPOINT_KBYTES, 0, 0);
-            }
             queue_bdb_msg[0] = 0;
             return 0;
         }
@@ -667,7 +961,7 @@ queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
                 /* The holder may be a killed process that no opener has
                  * cleaned up yet. */
                 failchk_at = now_ms() + 1000;
-                if (q->env->failchk(q->env, 0) == DB_RUNRECOVERY) {
+                if (queue_guard_call(q, queue_failchk_call, NULL) != 0) {
                     msg_warn("queue index: %s: a process died inside Berkeley DB; "
                              "reopening the environment", what);
                     queue_env_close(q);
@@ -698,7 +992,11 @@ queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
         }
         break;
     }
-    queue_db_error(error_r, what, ret);
+    if (ret == QUEUE_STUCK)
+        queue_error(error_r, "queue index: %s: no progress inside Berkeley DB, and the "
+                    "environment could not be recovered in time", what);
+    else
+        queue_db_error(error_r, what, ret);
     return -1;
 }
 

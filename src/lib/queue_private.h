@@ -57,6 +57,9 @@ struct queue {
     int *sync_fds;         /* marked files waiting for fdatasync */
     size_t sync_count, sync_alloc;
     struct queue_reaper *reaper; /* removal thread, started on first use */
+    dev_t region_dev;      /* db/__db.001 when the environment was opened: */
+    ino_t region_ino;      /* recovery by another process replaces it */
+    int recover_next;      /* left a wedged environment: recover at reopen */
 };
 
 struct queue_file {
@@ -132,6 +135,15 @@ int queue_stats_truncate(QUEUE *q, DB_TXN *txn);
 unsigned *queue_stats_rcpts(const QUEUE_ENV *env, char *const *domains, size_t count);
 /* Put p on the pending list: a recount (queue_file_done). */
 void queue_pending_recount(QUEUE *q, const char *domain, const char *id, unsigned queued);
+
+/* The watchdog (WATCHDOG in queue.h). queue_guard_call() runs
+ * call(q, arg) as a guarded call and returns its result, or QUEUE_STUCK
+ * when the watchdog made it leave a wedged environment (then q->env and
+ * q->db are abandoned and the next use reopens, recovering). A call is
+ * stuck after queue_stuck_ms (10 s; tests make it shorter). */
+#define QUEUE_STUCK (-31900)
+extern int queue_stuck_ms;
+int queue_guard_call(QUEUE *q, int (*call)(QUEUE *, void *), void *arg);
 
 
 #endif

@@ -478,8 +478,7 @@ atrn_wait_check(ODMRD_SESSION *sp, void *ctx)
     int ret;
 
     if (sp->queue == NULL && (sp->queue = queue_open(var_queue_dir, 0, &err)) == NULL) {
-        msg_warn("%s: cannot open queue %s: %s", sp->client, var_queue_dir,
-                 err ? err : "error");
+        msg_warn("%s: cannot open queue %s: %s", sp->client, var_queue_dir, err);
         x_free(&err);
         return -1;
     }

@@ -42,6 +42,11 @@ POINTS = [
     # locks (failchk aborts it; the next writer is not blocked).
     ("open-locked", False, False),
     ("index-txn", True, False),
+    # Committed (the commit record written to the log file, not synced),
+    # killed before the log flush: the entry survives the process (a power
+    # failure is what the flush is for), Postfix got no 250 and delivers
+    # again, so a duplicate is possible, never a loss.
+    ("log-flush", True, True),
 ]
 
 

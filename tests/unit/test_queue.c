@@ -1354,6 +1354,98 @@ test_open_waits_for_open_lock(void **state)
     alarm(0);
 }
 
+/* The storm hang (issue 10): a process killed inside Berkeley DB while
+ * holding one of its mutexes (the log flush mutex, in the storm) left
+ * every other process that wanted that mutex waiting for ever. Here a
+ * child takes a mutex of the environment and is killed; our guarded call
+ * that waits for the mutex is left by the watchdog, and the next index
+ * operation recovers the environment and succeeds. */
+static int
+lock_mutex_call(QUEUE *q, void *arg)
+{
+    return q->env->mutex_lock(q->env, *(db_mutex_t *) arg);
+}
+
+static void
+test_watchdog_dead_mutex_holder(void **state)
+{
+    T *t = *state;
+    const char *rcpts[] = {"a@stuck.example"};
+    char id[QUEUE_ID_LEN + 1];
+    db_mutex_t mtx;
+    int fds[2], status;
+    int64_t t0;
+    char c;
+    pid_t pid;
+    QUEUE *q;
+
+    q = open_q(t);
+    assert_int_equal(q->env->mutex_alloc(q->env, 0, &mtx), 0);
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char *error = NULL;
+        QUEUE *q2 = queue_open(t->qdir, QUEUE_OPEN_CREATE, &error);
+
+        if (q2 == NULL || q2->env->mutex_lock(q2->env, mtx) != 0)
+            _exit(2);
+        if (write(fds[1], "M", 1) != 1)
+            _exit(3);
+        for (;;)
+            pause();
+    }
+    close(fds[1]);
+    assert_int_equal(read(fds[0], &c, 1), 1);
+    close(fds[0]);
+    kill(pid, SIGKILL);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+
+    alarm(60);
+    queue_stuck_ms = 1000;
+    t0 = now_ms();
+    assert_int_equal(queue_guard_call(q, lock_mutex_call, &mtx), QUEUE_STUCK);
+    assert_true(now_ms() - t0 >= 1000);
+    assert_true(now_ms() - t0 < 20000);
+    assert_null(q->env);
+    /* The index works again: the reopen recovered the environment. */
+    assert_int_equal(store(q, "", rcpts, 1, content1, strlen(content1), id), 0);
+    assert_int_equal(count_ids(q, "stuck.example"), 1);
+    queue_close(&q);
+    /* And a fresh opener finds a sound environment. */
+    q = open_q(t);
+    assert_int_equal(count_ids(q, "stuck.example"), 1);
+    queue_close(&q);
+    queue_stuck_ms = 10000;
+    alarm(0);
+}
+
+/* A slow call in a sound environment (nobody died) is never left. */
+static int
+sleep_call(QUEUE *q, void *arg)
+{
+    usleep(*(useconds_t *) arg);
+    return 7;
+}
+
+static void
+test_watchdog_slow_call_left_alone(void **state)
+{
+    T *t = *state;
+    useconds_t us = 1500 * 1000;
+    QUEUE *q;
+
+    q = open_q(t);
+    alarm(60);
+    queue_stuck_ms = 300;
+    assert_int_equal(queue_guard_call(q, sleep_call, &us), 7);
+    assert_non_null(q->env);
+    assert_int_equal(count_ids(q, "stuck.example"), 0);
+    queue_stuck_ms = 10000;
+    queue_close(&q);
+    alarm(0);
+}
+
 /* The environment tests (a panicked environment, one made without a
  * thread table) leave Berkeley DB holding about 10 KB of its own handle
  * memory after the forced reopen; only libdb's allocator appears in the
@@ -1394,6 +1486,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_environment_without_thread_table, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_open_waits_for_open_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watchdog_dead_mutex_holder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watchdog_slow_call_left_alone, setup, teardown),
     };
 
     /* No syslog noise from the library's warnings during tests. */

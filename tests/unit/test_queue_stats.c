@@ -378,19 +378,28 @@ killed_child(T *t, const char *point, int flush_then_die)
 
     assert_true(pid >= 0);
     if (pid == 0) {
-        QUEUE *q = open_q(t);
+        QUEUE *q;
         char id[QUEUE_ID_LEN + 1];
 
+        /* open-locked is passed while the environment is opened. */
+        if (strcmp(point, "open-locked") == 0)
+            var_test_fault_point = (char *) point;
+        q = open_q(t);
         if (flush_then_die) {
             /* Marks written, removals batched, killed before queue_sync. */
             flush_domain(t, q, domains[rnd(t, NDOMAINS)], 0);
             (void) kill(getpid(), SIGKILL);
         }
         var_test_fault_point = (char *) point;
+        if (strcmp(point, "log-flush") == 0)
+            var_index_sync = 1; /* the point is on the durable path only */
         (void) store_random(t, q, id);
         _exit(0);
     }
     assert_int_equal(waitpid(pid, &status, 0), pid);
+    /* The point was reached: the child did not finish its store. */
+    if (!flush_then_die && point[0] != 0)
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     t->rng ^= (uint64_t) pid; /* the child's draws are not ours */
     (void) rnd(t, 2);
 }
@@ -400,7 +409,8 @@ test_faults(void **state)
 {
     T *t = *state;
     static const char *const points[] = {"before-fsync", "after-fsync", "after-rename",
-                                         "index-txn",    "after-index", "open-locked"};
+                                         "index-txn",    "after-index", "open-locked",
+                                         "log-flush"};
     char id[QUEUE_ID_LEN + 1], *error = NULL, when[64];
     size_t files, entries, damaged;
     QUEUE *q = open_q(t);
