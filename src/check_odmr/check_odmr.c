@@ -346,6 +346,7 @@ main(int argc, char **argv)
     unsigned long long messages = 0, bytes = 0;
     long oldest = 0, age = 0;
     const char *oldest_domain = NULL;
+    ssize_t oldest_i = -1;
     size_t stale = 0, ndomains = 0;
     char *error = NULL, agebuf[32];
     double value = 0;
@@ -453,7 +454,10 @@ main(int argc, char **argv)
         for (size_t i = 0; i < nfig; i++) {
             messages += figs[i].messages;
             bytes += figs[i].bytes;
-            if (figs[i].oldest && (oldest == 0 || figs[i].oldest < oldest)) {
+            /* IDs sort by arrival: they order what one second does not. */
+            if (figs[i].oldest && (oldest_i < 0 || strcmp(figs[i].oldest_id,
+                                                          figs[oldest_i].oldest_id) < 0)) {
+                oldest_i = (ssize_t) i;
                 oldest = figs[i].oldest;
                 oldest_domain = figs[i].domain;
             }
