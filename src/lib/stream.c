@@ -35,6 +35,7 @@
 #define STREAM_F_EOF 1
 #define STREAM_F_TIMEOUT 2
 #define STREAM_F_ERROR 4
+#define STREAM_F_SHUT 8 /* stream_shutdown: our side is closed */
 
 /* Result of one raw I/O attempt that did not move data. */
 #define RAW_AGAIN (-1) /* would block: wait for s->want_events and retry */
@@ -346,6 +347,11 @@ stream_flush(STREAM *s)
         return -1;
     if (s->out_len == 0)
         return 0;
+    if (s->flags & STREAM_F_SHUT) {
+        s->out_len = 0;
+        stream_fail(s, STREAM_F_ERROR, "write after the connection was shut down");
+        return -1;
+    }
     ret = write_fully(s, s->out, s->out_len);
     s->out_len = 0;
     return ret;
@@ -847,6 +853,34 @@ stream_bytes_out(const STREAM *s)
     return s->bytes_out;
 }
 
+/* The TLS close_notify: best effort, one attempt (one that does not fit
+ * in the socket buffer right now is not worth waiting for). */
+static void
+stream_tls_notify(STREAM *s)
+{
+    if (s->ssl != NULL && !(s->flags & (STREAM_F_ERROR | STREAM_F_TIMEOUT | STREAM_F_SHUT))
+        && s->tls_info[0] != 0) {
+        ERR_clear_error();
+        (void) SSL_shutdown(s->ssl);
+        ERR_clear_error();
+    }
+}
+
+int
+stream_shutdown(STREAM *s)
+{
+    int ret;
+
+    if (s->flags & STREAM_F_SHUT)
+        return 0;
+    ret = stream_flush(s);
+    stream_tls_notify(s);
+    if (s->wsock)
+        (void) shutdown(s->wfd, SHUT_WR);
+    s->flags |= STREAM_F_SHUT;
+    return ret;
+}
+
 void
 stream_close(STREAM **sp, int close_fds)
 {
@@ -854,14 +888,10 @@ stream_close(STREAM **sp, int close_fds)
 
     if (s == NULL)
         return;
-    (void) stream_flush(s);
+    if (!(s->flags & STREAM_F_SHUT))
+        (void) stream_flush(s);
     if (s->ssl != NULL) {
-        /* Best effort, one attempt: a close_notify that does not fit in the
-         * socket buffer right now is not worth waiting for. */
-        if (!(s->flags & (STREAM_F_ERROR | STREAM_F_TIMEOUT)) && s->tls_info[0] != 0) {
-            ERR_clear_error();
-            (void) SSL_shutdown(s->ssl);
-        }
+        stream_tls_notify(s);
         ERR_clear_error();
         SSL_free(s->ssl);
         s->ssl = NULL;

@@ -53,6 +53,12 @@ typedef struct stream STREAM;
 STREAM *stream_open(int rfd, int wfd);
 /* close_fds: also close(2) the descriptors. Shuts TLS down politely. */
 void stream_close(STREAM **sp, int close_fds);
+/* End our side of the conversation and keep the stream: pending output,
+ * the TLS close_notify, then shutdown(SHUT_WR) when wfd is a socket (the
+ * peer reads EOF). Writes after it fail; reads go on. A second call, and
+ * stream_close() after it, send nothing more. 0, or -1 when the pending
+ * output could not be sent. */
+int stream_shutdown(STREAM *s);
 
 void stream_set_timeout(STREAM *s, int timeout_ms);
 void stream_set_deadline(STREAM *s, int64_t deadline_ms);

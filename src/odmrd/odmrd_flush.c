@@ -1383,8 +1383,12 @@ flush_limit_reached(const FLUSH *f)
     return var_flush_message_limit > 0 && f->messages >= (unsigned long) var_flush_message_limit;
 }
 
+/* Send the held mail of one domain. last: no domain follows in this
+ * session, so the marks and removals are made durable after QUIT (the
+ * customer is not kept waiting for an fsync, nor for the removal of a
+ * big file); a crash before that re-sends, never loses. */
 static void
-flush_domain(FLUSH *f, const char *domain)
+flush_domain(FLUSH *f, const char *domain, int last)
 {
     char **ids = NULL, *err = NULL;
     ssize_t n = queue_domain_ids(f->sp->queue, domain, &ids, &err);
@@ -1405,12 +1409,15 @@ flush_domain(FLUSH *f, const char *domain)
     flush_finish_prev(f);
     queue_ids_free(&ids, (size_t) n);
     /* Make this domain's marks and index removals durable before the next
-     * domain's lookups. */
-    if (queue_sync(f->sp->queue, &err) < 0) {
-        msg_warn("queue_sync: %s", err);
-        free(err);
+     * domain's lookups (after the last domain: odmrd_flush_run, after
+     * QUIT). */
+    if (!last) {
+        if (queue_sync(f->sp->queue, &err) < 0) {
+            msg_warn("queue_sync: %s", err);
+            free(err);
+        }
+        f->since_sync = 0;
     }
-    f->since_sync = 0;
 }
 
 void
@@ -1440,7 +1447,7 @@ odmrd_flush_run(ODMRD_SESSION *sp)
         f.setup_ms = now_ms();
         for (size_t i = 0; i < sp->ndomains && !f.stop && !f.hold && !flush_limit_reached(&f);
              i++)
-            flush_domain(&f, sp->domains[i]);
+            flush_domain(&f, sp->domains[i], i + 1 == sp->ndomains);
         if (!f.stop || f.stop_quit) {
             SMTP_REPLY r;
 
@@ -1456,6 +1463,10 @@ odmrd_flush_run(ODMRD_SESSION *sp)
         if (flush_send(&f, "QUIT") == 0)
             (void) flush_read(&f, &r);
     }
+    /* The customer is done: let it go (TLS close_notify, then our FIN)
+     * before the last bookkeeping, which it need not wait for: the fsyncs
+     * and the removal of the files sent (slow for a big one). */
+    (void) stream_shutdown(f.s);
     if (queue_sync(sp->queue, &err) < 0) {
         msg_warn("queue_sync: %s", err);
         free(err);

@@ -658,6 +658,39 @@ test_sendfile_big(void **state)
     close(fd);
 }
 
+/* stream_shutdown: pending output goes out, the peer reads EOF, reads on
+ * our side go on, a later write fails, stream_close sends nothing more. */
+static void
+test_shutdown(void **state)
+{
+    int sv[2];
+    char buf[64], line[64];
+    size_t len;
+    int flags;
+    ssize_t n;
+    STREAM *s;
+
+    make_socketpair(sv);
+    s = stream_open(sv[0], sv[0]);
+    stream_set_timeout(s, 5000);
+    assert_int_equal(stream_write(s, "221 bye\r\n", 9), 0);
+    assert_int_equal(stream_shutdown(s), 0);
+    n = read(sv[1], buf, sizeof(buf));
+    assert_int_equal(n, 9);
+    assert_memory_equal(buf, "221 bye\r\n", 9);
+    assert_int_equal(read(sv[1], buf, sizeof(buf)), 0); /* EOF: our FIN */
+    assert_int_equal(write(sv[1], "late\r\n", 6), 6);
+    assert_int_equal(stream_get_line(s, line, sizeof(line), &len, &flags), STREAM_OK);
+    assert_string_equal(line, "late");
+    assert_int_equal(stream_shutdown(s), 0); /* again: nothing */
+    assert_int_equal(stream_write(s, "x\r\n", 3), 0);
+    assert_int_equal(stream_flush(s), -1);
+    assert_true(stream_failed(s));
+    stream_close(&s, 1);
+    assert_null(s);
+    close(sv[1]);
+}
+
 /* ---- TLS ----------------------------------------------------------------- */
 
 static SSL_CTX *
@@ -839,6 +872,7 @@ main(void)
         cmocka_unit_test(test_write_to_closed),
         cmocka_unit_test(test_sendfile_small),
         cmocka_unit_test(test_sendfile_big),
+        cmocka_unit_test(test_shutdown),
         cmocka_unit_test(test_tls_roundtrip),
         cmocka_unit_test(test_tls_handshake_timeout),
     };
