@@ -36,7 +36,9 @@ import sys
 
 
 def fold(v):
-    return re.sub(r"\s+", " ", v or "").strip()
+    # str(): a field with 8-bit text (message/global-delivery-status)
+    # comes as an email.header.Header.
+    return re.sub(r"\s+", " ", str(v) if v is not None else "").strip()
 
 
 def report_groups(msg):
@@ -46,6 +48,11 @@ def report_groups(msg):
                                        "message/global-delivery-status"):
             payload = part.get_payload()
             groups = []
+            if part.get_content_type() == "message/global-delivery-status" \
+                    and isinstance(payload, list):
+                # Parsed as one embedded message (headers: the first
+                # group, body: the rest): read the groups from its bytes.
+                payload = b"".join(m.as_bytes() for m in payload).decode("utf-8", "replace")
             if isinstance(payload, list):
                 for block in payload:
                     groups.append({k.lower(): fold(v) for k, v in block.items()})

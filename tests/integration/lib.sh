@@ -290,22 +290,31 @@ trap 'exit 130' INT
 # /usr/bin/python3) that prints "ok NAME" / "fail NAME: REASON" lines, with
 # the sandbox's variables exported, and record each line as a result.
 py_checks() {
-    local prefix=$1 script=$2 out line name
+    local prefix=$1 script=$2 out line name rc=0 seen=0
     shift 2
     export SANDBOX_DIR SMTP_HOST SMTP_PORT ODMR_HOST ODMR_PORT QUEUE_DIR CONFIG_DIR \
         BUILD_DIR LOG_FILE ODMR_LOG_FILE 2>/dev/null || true
-    out=$(/usr/bin/python3 "$LIB_DIR/$script" "$@" 2>&1) || true
+    out=$(/usr/bin/python3 "$LIB_DIR/$script" "$@" 2>&1) || rc=$?
     [ -n "$out" ] || { fail "$prefix" "$script printed nothing"; return; }
     while IFS= read -r line; do
         case $line in
-            "ok "*) ok "$prefix: ${line#ok }" ;;
+            "ok "*) ok "$prefix: ${line#ok }"; seen=1 ;;
             "fail "*)
                 name=${line#fail }
                 fail "$prefix: ${name%%:*}" "${name#*: }"
+                seen=1
                 ;;
             *) echo "$line" ;;
         esac
     done <<<"$out"
+    # A script that dies (a traceback) or checks nothing is a failure too.
+    if [ "$rc" != 0 ] && [ "$rc" != 1 ]; then
+        fail "$prefix" "$script exited $rc"
+    elif grep -q '^Traceback (most recent call last)' <<<"$out"; then
+        fail "$prefix" "$script died: $(tail -1 <<<"$out")"
+    elif [ "$seen" = 0 ]; then
+        fail "$prefix" "$script checked nothing (exit $rc)"
+    fi
 }
 
 # odmr_log_count ERE: number of lines of the odmr programs' log_file that match.

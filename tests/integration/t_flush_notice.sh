@@ -2,8 +2,10 @@
 # t_flush_notice.sh - the customer's refusals become notices to the sender,
 # sent by odmrd after the session: RCPT 550, MAIL 550 (one notice for all
 # recipients), 552 after the final dot, a message over the customer's SIZE
-# (5.3.4), and NOTIFY=SUCCESS to a customer without the DSN extension (a
-# "relayed" notice; none when the customer has DSN). Each notice, as the
+# (5.3.4), NOTIFY=SUCCESS to a customer without the DSN extension (a
+# "relayed" notice; none when the customer has DSN), 8-bit content to a
+# customer without 8BITMIME (converted, or 5.6.3) and a message that needs
+# SMTPUTF8 to a customer without it (5.6.7). Each notice, as the
 # sender received it in the sandbox's sink Maildir, is parsed field by field
 # (dsn_check.py).
 set -eu
@@ -237,5 +239,30 @@ else
     fail "8-bit header: 5.6.3 notice" "none; $out"
 fi
 check "8-bit header: not sent" test ! -e "$RECV/001.env"
+
+# ---- SMTPUTF8 required, the customer does not offer it: 5.6.7 ------------------------
+/usr/bin/python3 - "$SMTP_HOST" "$SMTP_PORT" <<'EOF'
+import smtplib, sys
+# Postfix asks for SMTPUTF8 downstream only when the envelope needs it.
+msg = ("From: J\u00f6rg <j\u00f6rg@sink.test>\r\nTo: <utf8@example.org>\r\n"
+       "Subject: utf8-required\r\n\r\nA message that needs SMTPUTF8.\r\n").encode("utf-8")
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
+s.ehlo("client.test")
+s.sendmail("j\u00f6rg@sink.test", ["utf8@example.org"], msg,
+           mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+s.quit()
+EOF
+flush_case "SMTPUTF8" utf8@example.org utf8-required
+[ -n "$DSN" ] && py_checks "SMTPUTF8" dsn_check.py smtputf8 "$DSN" \
+    'rcpt=utf8@example.org:Action=failed' 'rcpt=utf8@example.org:Status=5.6.7' \
+    'rcpt=utf8@example.org:Diagnostic-Code~SMTPUTF8 is required' 'rcpts=1' \
+    'part3=message/global' 'returned~A message that needs SMTPUTF8'
+check "SMTPUTF8: not sent" test ! -e "$RECV/001.env"
+check "SMTPUTF8: logged" odmr_log_grep 'to=<utf8@example.org>, .*dsn=5\.6\.7, status=bounced'
+if ! held utf8@example.org; then
+    ok "SMTPUTF8: nothing left in the queue"
+else
+    fail "SMTPUTF8: nothing left in the queue" "$("$BIN/odmr-queue" -c "$CONFIG_DIR" list)"
+fi
 
 done_testing
