@@ -475,23 +475,34 @@ stream_get_line(STREAM *s, char *buf, size_t size, size_t *len_r, int *flags_r)
     }
 }
 
+/* Buffered input for stream_read and stream_peek: STREAM_OK with at least
+ * one byte buffered, or the read status (EOF, timeout, error). */
+static int
+stream_need_input(STREAM *s)
+{
+    int ret;
+
+    if ((ret = sticky_read_status(s)) != STREAM_OK)
+        return ret;
+    if (s->in_pos == s->in_len) {
+        if (s->flags & STREAM_F_EOF)
+            return STREAM_EOF;
+        if ((ret = stream_fill(s)) < 0)
+            return ret;
+    }
+    return STREAM_OK;
+}
+
 ssize_t
 stream_read(STREAM *s, void *buf, size_t len)
 {
     size_t avail;
     int ret;
 
-    if ((ret = sticky_read_status(s)) != STREAM_OK)
-        return ret;
     if (len == 0)
-        return 0;
-    if (s->in_pos == s->in_len) {
-        if (s->flags & STREAM_F_EOF)
-            return STREAM_EOF;
-        ret = stream_fill(s);
-        if (ret < 0)
-            return ret;
-    }
+        return sticky_read_status(s);
+    if ((ret = stream_need_input(s)) != STREAM_OK)
+        return ret;
     avail = s->in_len - s->in_pos;
     if (avail > len)
         avail = len;
@@ -505,15 +516,8 @@ stream_peek(STREAM *s, const void **ptr_r)
 {
     int ret;
 
-    if ((ret = sticky_read_status(s)) != STREAM_OK)
+    if ((ret = stream_need_input(s)) != STREAM_OK)
         return ret;
-    if (s->in_pos == s->in_len) {
-        if (s->flags & STREAM_F_EOF)
-            return STREAM_EOF;
-        ret = stream_fill(s);
-        if (ret < 0)
-            return ret;
-    }
     *ptr_r = s->in + s->in_pos;
     return (ssize_t) (s->in_len - s->in_pos);
 }
