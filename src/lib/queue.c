@@ -316,6 +316,7 @@ int queue_stuck_ms = 10000;
 static sigjmp_buf *queue_guard_jmp;  /* innermost guarded call, or NULL */
 static int64_t queue_guard_since;    /* atomic: when it began (ms), 0 none */
 static int queue_guard_dirfd = -1;   /* atomic: queue directory of the call */
+static int queue_guard_regfd = -1;   /* atomic: its registry (q->reg_fd) */
 static dev_t queue_guard_dev;        /* its db/__db.001 at the open */
 static ino_t queue_guard_ino;
 static pthread_t queue_guard_thread; /* the thread in the guarded call */
@@ -345,22 +346,23 @@ queue_guard_handler(int sig)
  * by a recovery since we opened it, or registered by a process that is
  * gone? */
 static int
-queue_guard_wedged(int dirfd, dev_t dev, ino_t ino)
+queue_guard_wedged(int dirfd, int regfd, dev_t dev, ino_t ino)
 {
     struct stat st;
-    char buf[25 * 256];
+    static char buf[25 * QUEUE_THREAD_MAX];
     ssize_t n;
-    int fd;
 
     if (fstatat(dirfd, "db/__db.001", &st, 0) < 0 || st.st_dev != dev || st.st_ino != ino)
         return 1;
     /* db/__db.register: one 25-byte line per slot, a pid right-aligned, or
      * "X" for a free slot. A slot is freed when its process closes the
-     * environment, so a listed pid that does not exist died in it. */
-    if ((fd = openat(dirfd, "db/__db.register", O_RDONLY | O_CLOEXEC)) < 0)
+     * environment, so a listed pid that does not exist died in it. Read
+     * through the descriptor kept open with the environment: opening and
+     * closing the file here would drop this process's own slot lock, and
+     * the next opener would recover the environment under us. */
+    if (regfd < 0)
         return 0;
-    n = read(fd, buf, sizeof(buf) - 1);
-    (void) close(fd);
+    n = pread(regfd, buf, sizeof(buf), 0);
     for (ssize_t off = 0; n > 0 && off + 25 <= n; off += 25) {
         char *end;
         long pid;
@@ -383,10 +385,11 @@ queue_guard_main(void *arg)
     for (;;) {
         int64_t since = __atomic_load_n(&queue_guard_since, __ATOMIC_ACQUIRE);
         int dirfd = __atomic_load_n(&queue_guard_dirfd, __ATOMIC_ACQUIRE);
+        int regfd = __atomic_load_n(&queue_guard_regfd, __ATOMIC_ACQUIRE);
 
         if (since != 0 && since != fired && dirfd >= 0
             && now_ms() - since >= queue_stuck_ms
-            && queue_guard_wedged(dirfd, queue_guard_dev, queue_guard_ino)) {
+            && queue_guard_wedged(dirfd, regfd, queue_guard_dev, queue_guard_ino)) {
             fired = since;
             __atomic_store_n(&queue_guard_fired, since, __ATOMIC_RELEASE);
             (void) pthread_kill(queue_guard_thread, queue_guard_signal());
@@ -430,6 +433,20 @@ queue_guard_note_env(QUEUE *q)
         q->region_dev = st.st_dev;
         q->region_ino = st.st_ino;
     }
+    /* The registry's descriptor for the watchdog (q->reg_fd). One left
+     * from an abandoned environment stays open (a close would drop the
+     * slot locks of this process on that file) and is used again when
+     * the registry is still the same file. */
+    if (q->reg_fd >= 0) {
+        struct stat old;
+
+        if (fstat(q->reg_fd, &old) == 0
+            && fstatat(q->dir_fd, "db/__db.register", &st, 0) == 0
+            && st.st_dev == old.st_dev && st.st_ino == old.st_ino)
+            return;
+        q->reg_fd = -1; /* left open on purpose */
+    }
+    q->reg_fd = openat(q->dir_fd, "db/__db.register", O_RDONLY | O_CLOEXEC);
 }
 
 /* Run call(q, arg) as a guarded call: its result, or QUEUE_STUCK when the
@@ -442,6 +459,7 @@ queue_guard_call(QUEUE *q, int (*call)(QUEUE *, void *), void *arg)
     sigjmp_buf *volatile outer = queue_guard_jmp;
     volatile int64_t outer_since = __atomic_load_n(&queue_guard_since, __ATOMIC_ACQUIRE);
     volatile int outer_fd = __atomic_load_n(&queue_guard_dirfd, __ATOMIC_ACQUIRE);
+    volatile int outer_regfd = __atomic_load_n(&queue_guard_regfd, __ATOMIC_ACQUIRE);
     volatile dev_t outer_dev = queue_guard_dev;
     volatile ino_t outer_ino = queue_guard_ino;
     int ret;
@@ -453,9 +471,10 @@ queue_guard_call(QUEUE *q, int (*call)(QUEUE *, void *), void *arg)
         queue_guard_jmp = outer;
         __atomic_store_n(&queue_guard_since, outer_since, __ATOMIC_RELEASE);
         __atomic_store_n(&queue_guard_dirfd, outer_fd, __ATOMIC_RELEASE);
+        __atomic_store_n(&queue_guard_regfd, outer_regfd, __ATOMIC_RELEASE);
         queue_guard_dev = outer_dev;
         queue_guard_ino = outer_ino;
-        /* Abandoned, not closed: a close would wait on the same mutex. */
+        /* Abandoned, not closed (q->reg_fd stays open too): a close would wait on the same mutex. */
         q->db = NULL;
         q->stats_db = NULL;
         q->env = NULL;
@@ -478,10 +497,12 @@ queue_guard_call(QUEUE *q, int (*call)(QUEUE *, void *), void *arg)
     queue_guard_jmp = &jb;
     __atomic_store_n(&queue_guard_dirfd, q->region_ino != 0 ? q->dir_fd : -1,
                      __ATOMIC_RELEASE);
+    __atomic_store_n(&queue_guard_regfd, q->reg_fd, __ATOMIC_RELEASE);
     __atomic_store_n(&queue_guard_since, now_ms(), __ATOMIC_RELEASE);
     ret = call(q, arg);
     __atomic_store_n(&queue_guard_since, outer_since, __ATOMIC_RELEASE);
     __atomic_store_n(&queue_guard_dirfd, outer_fd, __ATOMIC_RELEASE);
+    __atomic_store_n(&queue_guard_regfd, outer_regfd, __ATOMIC_RELEASE);
     queue_guard_dev = outer_dev;
     queue_guard_ino = outer_ino;
     queue_guard_jmp = outer;
@@ -509,6 +530,12 @@ queue_env_close_call(QUEUE *q, void *arg)
     if (q->env != NULL) {
         (void) q->env->close(q->env, 0);
         q->env = NULL;
+        /* Only now: the environment has let its registry slot go. */
+        if (q->reg_fd >= 0) {
+            __atomic_store_n(&queue_guard_regfd, -1, __ATOMIC_RELEASE);
+            (void) close(q->reg_fd);
+            q->reg_fd = -1;
+        }
     }
     return 0;
 }
@@ -786,7 +813,7 @@ queue_open(const char *dir, int flags, char **error_r)
     q->dir = x_strdup(dir);
     q->flags = flags;
     q->pid = getpid();
-    q->dir_fd = q->incoming_fd = q->msg_fd = q->status_fd = q->lock_fd = -1;
+    q->dir_fd = q->incoming_fd = q->msg_fd = q->status_fd = q->lock_fd = q->reg_fd = -1;
     for (int i = 0; i < QUEUE_XY_DIRS; i++)
         q->xy_fd[i] = -1;
     if (queue_open_dirs(q, error_r) < 0 || queue_env_open(q, error_r) < 0) {

@@ -60,6 +60,11 @@ struct queue {
     dev_t region_dev;      /* db/__db.001 when the environment was opened: */
     ino_t region_ino;      /* recovery by another process replaces it */
     int recover_next;      /* left a wedged environment: recover at reopen */
+    int reg_fd;            /* db/__db.register of the open environment, for
+                            * the watchdog: closed only after the
+                            * environment (closing any descriptor of a file
+                            * drops the process's fcntl locks on it, and
+                            * Berkeley DB's registry slot is such a lock) */
 };
 
 struct queue_file {

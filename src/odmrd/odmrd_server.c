@@ -394,6 +394,8 @@ atrn_release(ODMRD_SESSION *sp)
 #define SELECT_NONE 0
 #define SELECT_TEMPFAIL (-1)
 
+#define ATRN_LOCK_WAIT_MS 5000 /* for a domain another session holds */
+
 typedef struct {
     DOMAIN_LIST *dl;   /* the requested domains, or those found (bare ATRN) */
     int bare;          /* ATRN without domains: look for the user's anew */
@@ -418,7 +420,11 @@ atrn_select(ODMRD_SESSION *sp, ATRN_SELECT *sel)
     sp->domains = x_calloc(dl->count ? dl->count : 1, sizeof(char *));
     sp->lock_fds = x_calloc(dl->count ? dl->count : 1, sizeof(int));
     for (size_t i = 0; i < dl->count; i++) {
-        int fd = queue_lock_domain(sp->queue, dl->names[i], 0, &err);
+        /* A session that just ended may still hold the lock for a moment
+         * after its QUIT (it makes its last marks durable then): wait for
+         * it a little before answering 451. Not in the wait. */
+        int fd = queue_lock_domain(sp->queue, dl->names[i], sel->waiting ? 0 : ATRN_LOCK_WAIT_MS,
+                                   &err);
 
         if (fd < 0) {
             if (errno == EAGAIN && sel->waiting) {

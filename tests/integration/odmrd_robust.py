@@ -20,7 +20,7 @@ lib.sh's py_checks; passwords as arguments):
                            250). With "data": it stops reading right after
                            its 354 for message K ("stalled-data K") and
                            sleeps (the caller kills it)
-    race USER PASSWORD DOMAIN SAVEDIR1 SAVEDIR2
+    race USER PASSWORD DOMAIN SAVEDIR1 SAVEDIR2 [DELAY]
                            two sessions authenticate, then send ATRN DOMAIN
                            at the same moment; prints "atrn1: CODE",
                            "atrn2: CODE"; the winner delivers (250 to
@@ -565,6 +565,7 @@ def cmd_stall(argv):
 
 def cmd_race(argv):
     user, password, domain, d1, d2 = argv[:5]
+    delay = float(argv[5]) if len(argv) > 5 else 1.0  # the winner's greeting delay
     conns = [login(user, password), login(user, password)]
     barrier = threading.Barrier(2)
     out = [None, None]
@@ -576,7 +577,7 @@ def cmd_race(argv):
         code, _ = c.reply()
         out[i] = ["atrn%d: %d" % (i + 1, code)]
         if code == 250:
-            srv = Server(c, savedir, greeting_delay=1.0)
+            srv = Server(c, savedir, greeting_delay=delay)
             how = srv.run()
             out[i].append("session%d: %s, %d messages" % (i + 1, how, srv.n))
         else:

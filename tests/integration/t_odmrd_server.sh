@@ -163,11 +163,17 @@ else
     fail "ATRN Example.COM as cust2: 250, one message, QUIT" "$out"
 fi
 
-# A domain being flushed by another session: 451.
+# a_new_atrn_250 N: more than N lines of cust1's ATRN example.org with 250.
+ATRN250='ATRN example.org sasl_username=cust1 domains=example.org: 250 '
+a_new_atrn_250() { [ "$(odmr_log_count "$ATRN250")" -gt "$1" ]; }
+
+# A domain being flushed by another session for longer than the lock wait
+# (5 s): 451.
+n250=$(odmr_log_count "$ATRN250")
 enqueue busy@example.org >/dev/null
-customer --domains example.org --greeting-delay 4 >"$SANDBOX_DIR/slow.out" &
+customer --domains example.org --greeting-delay 9 >"$SANDBOX_DIR/slow.out" &
 slow=$!
-if odmr_log_wait 10 'ATRN example.org sasl_username=cust1 domains=example.org: 250 '; then
+if wait_for 10 a_new_atrn_250 "$n250"; then
     out=$(customer --domains example.org)
     if grep -q '^atrn: 451 4.3.0 ' <<<"$out"; then ok "domain busy 451"; else fail "domain busy 451" "$out"; fi
 else
@@ -175,6 +181,24 @@ else
 fi
 wait "$slow" || true
 if grep -q '^messages: 1$' "$SANDBOX_DIR/slow.out"; then ok "first session delivered"; else fail "first session delivered" "$(cat "$SANDBOX_DIR/slow.out")"; fi
+
+# A session that ends within the lock wait: the next ATRN waits for its
+# lock instead of answering 451 (here: no mail left, 453).
+n250=$(odmr_log_count "$ATRN250")
+enqueue short@example.org >/dev/null
+customer --domains example.org --greeting-delay 2 >"$SANDBOX_DIR/short.out" &
+slow=$!
+if wait_for 10 a_new_atrn_250 "$n250"; then
+    out=$(customer --domains example.org)
+    if grep -q '^atrn: 453 ' <<<"$out"; then
+        ok "a lock held for 2 s: the next ATRN waits for it (453, not 451)"
+    else
+        fail "a lock held for 2 s: the next ATRN waits for it (453, not 451)" "$out"
+    fi
+else
+    fail "a lock held for 2 s: the next ATRN waits for it" "first session did not start"
+fi
+wait "$slow" || true
 
 # A map that cannot be read: 451, never "not found".
 cp "$CONFIG_DIR/odmr.cf" "$SANDBOX_DIR/odmr.cf.save"

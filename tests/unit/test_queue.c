@@ -1446,6 +1446,63 @@ test_watchdog_slow_call_left_alone(void **state)
     alarm(0);
 }
 
+/* A slow call while another process opens the queue: the watchdog looks
+ * at the registry while the call runs, and must not make this process look
+ * dead to the opener (closing a descriptor of db/__db.register dropped our
+ * slot lock: the opener recovered the environment under us and our next
+ * transaction failed with DB_RUNRECOVERY). */
+static const char *opener_qdir;
+
+static int
+slow_call_with_opener(QUEUE *q, void *arg)
+{
+    struct stat before, after;
+    DB_TXN *txn = NULL;
+    pid_t pid;
+    int status, ret;
+
+    (void) arg;
+    if (fstatat(q->dir_fd, "db/__db.001", &before, 0) < 0)
+        return -1;
+    usleep(900 * 1000); /* the watchdog has read the registry by now */
+    pid = fork();
+    if (pid == 0) {
+        char *error = NULL;
+        QUEUE *q2 = queue_open(opener_qdir, 0, &error);
+
+        if (q2 == NULL)
+            _exit(2);
+        queue_close(&q2);
+        _exit(0);
+    }
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)
+        || WEXITSTATUS(status) != 0)
+        return -2;
+    if (fstatat(q->dir_fd, "db/__db.001", &after, 0) < 0 || after.st_ino != before.st_ino)
+        return -3; /* the opener recovered (replaced the regions) */
+    if ((ret = q->env->txn_begin(q->env, NULL, &txn, 0)) != 0)
+        return ret;
+    (void) txn->abort(txn);
+    return 0;
+}
+
+static void
+test_watchdog_keeps_registration(void **state)
+{
+    T *t = *state;
+    QUEUE *q;
+
+    opener_qdir = t->qdir;
+    q = open_q(t);
+    alarm(60);
+    queue_stuck_ms = 300;
+    assert_int_equal(queue_guard_call(q, slow_call_with_opener, NULL), 0);
+    queue_stuck_ms = 10000;
+    assert_int_equal(count_ids(q, "stuck.example"), 0);
+    queue_close(&q);
+    alarm(0);
+}
+
 /* The environment tests (a panicked environment, one made without a
  * thread table) leave Berkeley DB holding about 10 KB of its own handle
  * memory after the forced reopen; only libdb's allocator appears in the
@@ -1488,6 +1545,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_open_waits_for_open_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_dead_mutex_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_slow_call_left_alone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watchdog_keeps_registration, setup, teardown),
     };
 
     /* No syslog noise from the library's warnings during tests. */
