@@ -728,7 +728,19 @@ static int
 queue_env_try_guarded(QUEUE *q, const char *home, int recover, char **error_r)
 {
     QUEUE_TRY_CTX t = {home, recover, error_r};
-    int ret = queue_guard_call(q, queue_env_try_call, &t);
+    struct stat st;
+    int ret;
+
+    /* The watchdog's yardstick: the regions as they are now (those of an
+     * earlier environment may be gone by a recovery since, which would
+     * make this open look wedged from its start). */
+    if (fstatat(q->dir_fd, "db/__db.001", &st, 0) == 0) {
+        q->region_dev = st.st_dev;
+        q->region_ino = st.st_ino;
+    } else {
+        q->region_ino = 0; /* no regions yet: nothing to be wedged in */
+    }
+    ret = queue_guard_call(q, queue_env_try_call, &t);
 
     if (ret == QUEUE_STUCK) {
         q->recover_next = 0;
@@ -933,15 +945,55 @@ queue_txn_once(QUEUE *q, void *arg)
         else
             (void) txn->abort(txn);
     }
-    if (ret == 0 && (o->flags & QUEUE_TXN_DURABLE) && var_index_sync) {
-        queue_fault("log-flush"); /* committed, the log not yet on disk */
-        ret = q->env->log_flush(q->env, NULL);
-    }
-    if (ret == 0 && !(o->flags & QUEUE_TXN_READ) && ++q->commits >= QUEUE_CHECKPOINT_EVERY) {
-        q->commits = 0;
-        (void) q->env->txn_checkpoint(q->env, QUEUE_CHECKPOINT_KBYTES, 0, 0);
-    }
     return ret;
+}
+
+/* The log flush of a durable transaction, a guarded call of its own: a
+ * flush that fails or is left must not make the caller run the committed
+ * transaction again (a collection record would count twice). */
+static int
+queue_log_flush_call(QUEUE *q, void *arg)
+{
+    (void) arg;
+    queue_fault("log-flush"); /* committed, the log not yet on disk */
+    return q->env->log_flush(q->env, NULL);
+}
+
+/* After a commit: the log on disk before returning (durable transactions,
+ * index_sync), reopening the environment when the flush was left or the
+ * environment panicked (the commit is in the log file already: recovery
+ * keeps it, and the next flush syncs it); now and then a checkpoint.
+ * 0, or -1 with *error_r. */
+static int
+queue_txn_after_commit(QUEUE *q, const char *what, int flags, int64_t reopen_deadline,
+                       char **error_r)
+{
+    if ((flags & QUEUE_TXN_DURABLE) && var_index_sync) {
+        for (;;) {
+            int ret;
+
+            if (q->env == NULL && queue_env_open(q, error_r) < 0)
+                return -1;
+            if ((ret = queue_guard_call(q, queue_log_flush_call, NULL)) == 0)
+                break;
+            if ((ret == QUEUE_STUCK || ret == DB_RUNRECOVERY) && now_ms() < reopen_deadline) {
+                if (ret == DB_RUNRECOVERY)
+                    queue_env_close(q);
+                continue;
+            }
+            if (ret == QUEUE_STUCK)
+                queue_error(error_r, "queue index: %s: log flush: no progress inside "
+                            "Berkeley DB", what);
+            else
+                queue_db_error(error_r, what, ret);
+            return -1;
+        }
+    }
+    if (!(flags & QUEUE_TXN_READ) && ++q->commits >= QUEUE_CHECKPOINT_EVERY && q->env != NULL) {
+        q->commits = 0;
+        (void) queue_guard_call(q, queue_checkpoint_call, NULL);
+    }
+    return 0;
 }
 
 /* failchk as a guarded call: 0, or non-zero when the environment needs
@@ -981,7 +1033,7 @@ queue_txn_run(QUEUE *q, const char *what, int flags, QUEUE_TXN_FN fn, void *ctx,
         }
         if (ret == 0) {
             queue_bdb_msg[0] = 0;
-            return 0;
+            return queue_txn_after_commit(q, what, flags, reopen_deadline, error_r);
         }
         if ((ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED) && now_ms() < deadline) {
             if (now_ms() >= failchk_at) {

@@ -552,6 +552,10 @@ stream_write(STREAM *s, const void *buf, size_t len)
 
     if (s->flags & (STREAM_F_ERROR | STREAM_F_TIMEOUT))
         return -1;
+    if (s->flags & STREAM_F_SHUT) {
+        stream_fail(s, STREAM_F_ERROR, "write after the connection was shut down");
+        return -1;
+    }
     while (len > 0) {
         size_t room = sizeof(s->out) - s->out_len;
 
@@ -635,6 +639,10 @@ stream_sendfile(STREAM *s, int fd, off_t off, size_t len)
 
     if (stream_flush(s) < 0)
         return -1;
+    if (s->flags & STREAM_F_SHUT) {
+        stream_fail(s, STREAM_F_ERROR, "write after the connection was shut down");
+        return -1;
+    }
     if (s->ssl || !s->wsock)
         return sendfile_copy(s, fd, off, len);
 

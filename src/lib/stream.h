@@ -55,9 +55,10 @@ STREAM *stream_open(int rfd, int wfd);
 void stream_close(STREAM **sp, int close_fds);
 /* End our side of the conversation and keep the stream: pending output,
  * the TLS close_notify, then shutdown(SHUT_WR) when wfd is a socket (the
- * peer reads EOF). Writes after it fail; reads go on. A second call, and
- * stream_close() after it, send nothing more. 0, or -1 when the pending
- * output could not be sent. */
+ * peer reads EOF). Reads go on; a write after it fails and fails the
+ * stream (reads then fail too). A second call, and stream_close() after
+ * it, send nothing more. 0, or -1 when the pending output could not be
+ * sent. */
 int stream_shutdown(STREAM *s);
 
 void stream_set_timeout(STREAM *s, int timeout_ms);
