@@ -147,7 +147,14 @@
  *     db/__db.register no longer exists (a registrant died without
  *     closing) or db/__db.001 is no longer the region file we attached
  *     (someone recovered under us), it signals the thread, whose handler
- *     leaves the call with siglongjmp. The handle is abandoned, never
+ *     leaves the call with siglongjmp. The watchdog reads the registry
+ *     through a descriptor opened with the environment and closed only
+ *     after it (pread): closing any descriptor of that file would drop
+ *     this process's slot lock, and the next opener would take the
+ *     process for dead and recover the environment under it. A
+ *     transaction's log flush and the checkpoint are guarded calls of
+ *     their own, so a flush that is left never runs the committed
+ *     transaction again. The handle is abandoned, never
  *     closed (a close would wait on the same mutex; its memory and
  *     mapping stay until the process exits), and the operation reopens
  *     and repeats as after DB_RUNRECOVERY; the reopen recovers (a new
