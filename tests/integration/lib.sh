@@ -253,9 +253,49 @@ done_testing() {
     exit 0
 }
 
+# Background helpers of a test (sinks, scripted providers, clients) and
+# scratch directories outside the sandbox, ended and removed at exit.
+T_BG_PIDS=
+T_TMP_DIRS=
+
+# bg_track PID / bg_untrack PID: a background process to end at exit (or
+# one the test has already waited for).
+bg_track() { T_BG_PIDS="$T_BG_PIDS $1"; }
+bg_untrack() { T_BG_PIDS=${T_BG_PIDS/ $1/}; }
+
+# test_workdir NAME: WORK=$SANDBOX_DIR/NAME (created), or a new temporary
+# directory removed at exit when no sandbox runs.
+test_workdir() {
+    if [ -n "$SANDBOX_DIR" ]; then
+        WORK=$SANDBOX_DIR/$1
+        mkdir -p "$WORK"
+    else
+        WORK=$(mktemp -d "${TMPDIR:-/tmp}/odmr-$1.XXXXXX")
+        T_TMP_DIRS="$T_TMP_DIRS $WORK"
+    fi
+}
+
+# fetch_sink_start DIR ARGS...: fetch_sink.py (a customer's local MTA)
+# recording into DIR, its log in DIR.log, ended at exit; returns once it
+# listens (or records a failure and ends the test).
+fetch_sink_start() {
+    local dir=$1
+    shift
+    /usr/bin/python3 "$LIB_DIR/fetch_sink.py" --out "$dir" "$@" >"$dir.log" 2>&1 &
+    bg_track $!
+    wait_for 10 test -e "$dir/ready" || { fail "sink $dir starts" "$(cat "$dir.log")"; done_testing; }
+}
+
 _t_on_exit() {
-    local rc=$?
+    local rc=$? p
     trap - EXIT
+    for p in $T_BG_PIDS; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    for p in $T_TMP_DIRS; do
+        rm -rf "$p"
+    done
     if [ "$rc" != 0 ] && [ "$T_FAILED" = 0 ]; then
         fail "$T_NAME" "aborted (exit status $rc)"
     fi

@@ -25,36 +25,14 @@ require_bin odmrd odmr-store odmr-queue odmr-fetch
 
 sandbox_start
 
-WORK=$SANDBOX_DIR/fetch-test
-mkdir -p "$WORK"
-SINK_PIDS=
-_fetch_exit() {
-    local rc=$? p
-    set +e
-    for p in $SINK_PIDS; do
-        kill "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    (exit "$rc")
-    _t_on_exit
-}
-trap _fetch_exit EXIT
-
-# start_sink DIR ARGS...: a fetch_sink.py recording into DIR.
-start_sink() {
-    local dir=$1
-    shift
-    /usr/bin/python3 "$LIB_DIR/fetch_sink.py" --out "$dir" "$@" >"$dir.log" 2>&1 &
-    SINK_PIDS="$SINK_PIDS $!"
-    wait_for 10 test -e "$dir/ready" || { fail "sink $dir starts" "$(cat "$dir.log")"; done_testing; }
-}
+test_workdir fetch-test
 
 SMTP_SINK_PORT=$(free_port)
-start_sink "$WORK/smtp" --listen "127.0.0.1:$SMTP_SINK_PORT" --starttls
-start_sink "$WORK/lmtp" --unix "$WORK/lmtp.sock" --lmtp
+fetch_sink_start "$WORK/smtp" --listen "127.0.0.1:$SMTP_SINK_PORT" --starttls
+fetch_sink_start "$WORK/lmtp" --unix "$WORK/lmtp.sock" --lmtp
 REFUSE_PORT=$(free_port)
 while [ "$REFUSE_PORT" = "$SMTP_SINK_PORT" ]; do REFUSE_PORT=$(free_port); done
-start_sink "$WORK/refuse" --listen "127.0.0.1:$REFUSE_PORT" \
+fetch_sink_start "$WORK/refuse" --listen "127.0.0.1:$REFUSE_PORT" \
     --rcpt-reply 'tmp@=450 4.2.0 mailbox busy, try later' \
     --rcpt-reply 'bad@=550 5.1.1 no such user'
 

@@ -22,27 +22,10 @@ FETCH_RSS_MAX_KB=${FETCH_RSS_MAX_KB:-8192}
 
 sandbox_start
 
-WORK=$SANDBOX_DIR/big-test
-mkdir -p "$WORK/sink"
-PIDS=
-_big_exit() {
-    local rc=$? p
-    set +e
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    rm -f "$WORK/big.msg" "$WORK"/sink/*.data
-    (exit "$rc")
-    _t_on_exit
-}
-trap _big_exit EXIT
+test_workdir big-test
 
 SINK_PORT=$(free_port)
-/usr/bin/python3 "$LIB_DIR/fetch_sink.py" --out "$WORK/sink" --listen "127.0.0.1:$SINK_PORT" \
-    >"$WORK/sink.log" 2>&1 &
-PIDS="$PIDS $!"
-wait_for 10 test -e "$WORK/sink/ready" || { fail "sink starts" "$(cat "$WORK/sink.log")"; done_testing; }
+fetch_sink_start "$WORK/sink" --listen "127.0.0.1:$SINK_PORT"
 (umask 077 && echo "$ODMR_PASSWORD_cust1" >"$WORK/cust1.pw")
 
 echo "message_size_limit = 0" >>"$CONFIG_DIR/odmr.cf"
@@ -95,4 +78,6 @@ else
     ok "the provider removed the delivered message"
 fi
 
+# A kept sandbox (KEEP_SANDBOX=1) need not keep 200 MiB of test data.
+rm -f "$WORK/big.msg" "$WORK"/sink/*.data
 done_testing

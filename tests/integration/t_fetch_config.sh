@@ -20,27 +20,10 @@ require_bin odmrd odmr-store odmr-queue odmr-fetch
 
 sandbox_start
 
-WORK=$SANDBOX_DIR/config-test
-mkdir -p "$WORK"
-PIDS=
-_config_exit() {
-    local rc=$? p
-    set +e
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    (exit "$rc")
-    _t_on_exit
-}
-trap _config_exit EXIT
+test_workdir config-test
 
 SINK_PORT=$(free_port)
-mkdir -p "$WORK/sink"
-/usr/bin/python3 "$LIB_DIR/fetch_sink.py" --out "$WORK/sink" --listen "127.0.0.1:$SINK_PORT" \
-    >"$WORK/sink.log" 2>&1 &
-PIDS="$PIDS $!"
-wait_for 10 test -e "$WORK/sink/ready" || { fail "sink starts" "$(cat "$WORK/sink.log")"; done_testing; }
+fetch_sink_start "$WORK/sink" --listen "127.0.0.1:$SINK_PORT"
 
 (umask 077 && echo "$ODMR_PASSWORD_cust1" >"$WORK/cust1.pw")
 CF=$WORK/odmr-fetch.cf

@@ -24,29 +24,12 @@ require_bin odmrd odmr-store odmr-queue odmr-fetch
 
 sandbox_start
 
-WORK=$SANDBOX_DIR/follow-test
-mkdir -p "$WORK"
-PIDS=
-_follow_exit() {
-    local rc=$? p
-    set +e
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    (exit "$rc")
-    _t_on_exit
-}
-trap _follow_exit EXIT
+test_workdir follow-test
 
 ms() { echo $(($(date +%s%N) / 1000000)); }
 
 SINK_PORT=$(free_port)
-/usr/bin/python3 "$LIB_DIR/fetch_sink.py" --out "$WORK/sink" --listen "127.0.0.1:$SINK_PORT" \
-    >"$WORK/sink.log" 2>&1 &
-PIDS="$PIDS $!"
-mkdir -p "$WORK/sink"
-wait_for 10 test -e "$WORK/sink/ready" || { fail "sink starts" "$(cat "$WORK/sink.log")"; done_testing; }
+fetch_sink_start "$WORK/sink" --listen "127.0.0.1:$SINK_PORT"
 
 for u in cust1 cust2; do
     eval "pw=\$ODMR_PASSWORD_$u"
@@ -162,7 +145,7 @@ FOLLOW_OUT=$WORK/follow.out
     --tls-ca-file "$TLS_CA_FILE" --connect-timeout 10 --timeout 60 --atrn-timeout 120 \
     -d "smtp:127.0.0.1:$SINK_PORT" example.org example.net >"$FOLLOW_OUT" 2>&1 &
 FOLLOW_PID=$!
-PIDS="$PIDS $FOLLOW_PID"
+bg_track "$FOLLOW_PID"
 
 # waiting N: odmr-fetch's Nth session is authenticated (and so waits in ATRN).
 waiting() {
@@ -226,7 +209,7 @@ kill -TERM "$FOLLOW_PID"
 rc=0
 wait_for 5 sh -c "! kill -0 $FOLLOW_PID 2>/dev/null" || true
 wait "$FOLLOW_PID" || rc=$?
-PIDS=${PIDS/ $FOLLOW_PID/}
+bg_untrack "$FOLLOW_PID"
 d=$(($(ms) - t0))
 if [ "$rc" = 0 ] && [ "$d" -lt 3000 ] && grep -q 'stopped by a signal' "$FOLLOW_OUT"; then
     ok "--follow: SIGTERM while waiting in ATRN: exit 0 after ${d} ms"

@@ -14,20 +14,7 @@ set -eu
 require_cmd ss
 require_bin odmr-fetch
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/odmr-fetch-provider.XXXXXX")
-PIDS=
-_prov_exit() {
-    local rc=$? p
-    set +e
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    rm -rf "$WORK"
-    (exit "$rc")
-    _t_on_exit
-}
-trap _prov_exit EXIT
+test_workdir fetch-provider
 
 # provider MODE [ARGS]: start a scripted provider; its port in $PPORT.
 NPROV=0
@@ -35,16 +22,13 @@ provider() {
     local pf=$WORK/$1.$((NPROV += 1)).port
     /usr/bin/python3 "$LIB_DIR/fetch_provider.py" --port-file "$pf" --mode "$@" \
         >"$WORK/$1.log" 2>&1 &
-    PIDS="$PIDS $!"
+    bg_track $!
     wait_for 10 test -s "$pf" || { fail "provider $1 starts" "$(cat "$WORK/$1.log")"; done_testing; }
     PPORT=$(cat "$pf")
 }
 
 SINK_PORT=$(free_port)
-/usr/bin/python3 "$LIB_DIR/fetch_sink.py" --out "$WORK/sink" --listen "127.0.0.1:$SINK_PORT" \
-    --starttls >"$WORK/sink.log" 2>&1 &
-PIDS="$PIDS $!"
-wait_for 10 test -e "$WORK/sink/ready" || { fail "sink starts" "$(cat "$WORK/sink.log")"; done_testing; }
+fetch_sink_start "$WORK/sink" --listen "127.0.0.1:$SINK_PORT" --starttls
 
 PW=$WORK/pw
 (umask 077 && echo "not-checked-by-the-script" >"$PW")

@@ -15,29 +15,11 @@ require_bin odmrd odmr-store odmr-enqueue odmr-fetch
 
 sandbox_start
 
-WORK=$SANDBOX_DIR/fetch-valgrind
-mkdir -p "$WORK"
-PIDS=
-_vg_exit() {
-    local rc=$? p
-    set +e
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    (exit "$rc")
-    _t_on_exit
-}
-trap _vg_exit EXIT
+test_workdir fetch-valgrind
 
 SINK_PORT=$(free_port)
-/usr/bin/python3 "$LIB_DIR/fetch_sink.py" --out "$WORK/smtp" --listen "127.0.0.1:$SINK_PORT" \
-    --starttls >"$WORK/smtp.log" 2>&1 &
-PIDS="$PIDS $!"
-/usr/bin/python3 "$LIB_DIR/fetch_sink.py" --out "$WORK/lmtp" --unix "$WORK/lmtp.sock" --lmtp \
-    >"$WORK/lmtp.log" 2>&1 &
-PIDS="$PIDS $!"
-wait_for 10 test -e "$WORK/smtp/ready" -a -e "$WORK/lmtp/ready" || { fail "sinks start" "$(cat "$WORK"/*.log)"; done_testing; }
+fetch_sink_start "$WORK/smtp" --listen "127.0.0.1:$SINK_PORT" --starttls
+fetch_sink_start "$WORK/lmtp" --unix "$WORK/lmtp.sock" --lmtp
 
 PW=$WORK/pw
 (umask 077 && echo "$ODMR_PASSWORD_cust1" >"$PW")
