@@ -932,13 +932,50 @@ test_concurrent_writers(void **state)
     free(ids);
 }
 
+/* A child that takes something (take(arg) returns 0 once it holds it),
+ * tells the parent, and waits to be killed: its pid, once it holds it. */
+static pid_t
+holder_child(int (*take)(void *arg), void *arg)
+{
+    int fds[2];
+    char c;
+    pid_t pid;
+
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        if (take(arg) != 0)
+            _exit(2);
+        if (write(fds[1], "H", 1) != 1)
+            _exit(3);
+        for (;;)
+            pause();
+    }
+    close(fds[1]);
+    assert_int_equal(read(fds[0], &c, 1), 1);
+    close(fds[0]);
+    return pid;
+}
+
+/* The lock needs no index: the parent's QUEUE directory fds are fine to
+ * use in the child. */
+static int
+take_domain_lock(void *arg)
+{
+    char *error = NULL;
+
+    return queue_lock_domain(arg, "lock.example", 0, &error) < 0 ? -1 : 0;
+}
+
 static void
 test_domain_lock(void **state)
 {
     T *t = *state;
     QUEUE *q = open_q(t);
-    char *error = NULL, c;
-    int fds[2], lock, lock2, status;
+    char *error = NULL;
+    int lock, lock2, status;
     int64_t start;
     pid_t pid;
 
@@ -962,24 +999,7 @@ test_domain_lock(void **state)
     queue_unlock_domain(lock);
     queue_unlock_domain(lock2);
 
-    assert_int_equal(pipe(fds), 0);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        /* The lock needs no index: the parent's QUEUE directory fds are
-         * fine to use here. */
-        int l = queue_lock_domain(q, "lock.example", 0, &error);
-
-        if (l < 0)
-            _exit(2);
-        if (write(fds[1], "L", 1) != 1)
-            _exit(3);
-        for (;;)
-            pause();
-    }
-    close(fds[1]);
-    assert_int_equal(read(fds[0], &c, 1), 1);
-    close(fds[0]);
+    pid = holder_child(take_domain_lock, q);
     assert_int_equal(queue_lock_domain(q, "lock.example", 0, &error), -1);
     assert_int_equal(errno, EAGAIN);
     x_free(&error);
@@ -1131,42 +1151,32 @@ test_fault_after_index(void **state)
     run_fault(*state, "after-index", 1, 1);
 }
 
+/* In a child: an index transaction holding write locks, never ended. */
+static int
+take_txn(void *arg)
+{
+    T *t = arg;
+    char *error = NULL;
+    QUEUE *q = queue_open(t->qdir, QUEUE_OPEN_CREATE, &error);
+    DB_TXN *txn;
+    DBT key, data;
+
+    if (q == NULL || q->env->txn_begin(q->env, NULL, &txn, 0) != 0)
+        return -1;
+    memset(&key, 0, sizeof(key));
+    memset(&data, 0, sizeof(data));
+    key.data = "held.example";
+    key.size = 12;
+    data.data = "000000000000000000";
+    data.size = QUEUE_ID_LEN;
+    return q->db->put(q->db, txn, &key, &data, 0) != 0 ? -1 : 0;
+}
+
 /* A child dies inside an index transaction holding write locks. */
 static pid_t
 txn_holder(T *t)
 {
-    int fds[2];
-    char c;
-    pid_t pid;
-
-    assert_int_equal(pipe(fds), 0);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        char *error = NULL;
-        QUEUE *q = queue_open(t->qdir, QUEUE_OPEN_CREATE, &error);
-        DB_TXN *txn;
-        DBT key, data;
-
-        if (q == NULL || q->env->txn_begin(q->env, NULL, &txn, 0) != 0)
-            _exit(2);
-        memset(&key, 0, sizeof(key));
-        memset(&data, 0, sizeof(data));
-        key.data = "held.example";
-        key.size = 12;
-        data.data = "000000000000000000";
-        data.size = QUEUE_ID_LEN;
-        if (q->db->put(q->db, txn, &key, &data, 0) != 0)
-            _exit(3);
-        if (write(fds[1], "T", 1) != 1)
-            _exit(4);
-        for (;;)
-            pause();
-    }
-    close(fds[1]);
-    assert_int_equal(read(fds[0], &c, 1), 1);
-    close(fds[0]);
-    return pid;
+    return holder_child(take_txn, t);
 }
 
 static void
@@ -1366,6 +1376,23 @@ lock_mutex_call(QUEUE *q, void *arg)
     return q->env->mutex_lock(q->env, *(db_mutex_t *) arg);
 }
 
+/* In a child: one of the environment's mutexes, held. */
+static struct {
+    T *t;
+    db_mutex_t mtx;
+} mutex_take;
+
+static int
+take_mutex(void *arg)
+{
+    char *error = NULL;
+    QUEUE *q2;
+
+    (void) arg;
+    q2 = queue_open(mutex_take.t->qdir, QUEUE_OPEN_CREATE, &error);
+    return q2 == NULL || q2->env->mutex_lock(q2->env, mutex_take.mtx) != 0 ? -1 : 0;
+}
+
 static void
 test_watchdog_dead_mutex_holder(void **state)
 {
@@ -1373,31 +1400,16 @@ test_watchdog_dead_mutex_holder(void **state)
     const char *rcpts[] = {"a@stuck.example"};
     char id[QUEUE_ID_LEN + 1];
     db_mutex_t mtx;
-    int fds[2], status;
+    int status;
     int64_t t0;
-    char c;
     pid_t pid;
     QUEUE *q;
 
     q = open_q(t);
     assert_int_equal(q->env->mutex_alloc(q->env, 0, &mtx), 0);
-    assert_int_equal(pipe(fds), 0);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        char *error = NULL;
-        QUEUE *q2 = queue_open(t->qdir, QUEUE_OPEN_CREATE, &error);
-
-        if (q2 == NULL || q2->env->mutex_lock(q2->env, mtx) != 0)
-            _exit(2);
-        if (write(fds[1], "M", 1) != 1)
-            _exit(3);
-        for (;;)
-            pause();
-    }
-    close(fds[1]);
-    assert_int_equal(read(fds[0], &c, 1), 1);
-    close(fds[0]);
+    mutex_take.t = t;
+    mutex_take.mtx = mtx;
+    pid = holder_child(take_mutex, NULL);
     kill(pid, SIGKILL);
     assert_int_equal(waitpid(pid, &status, 0), pid);
 
