@@ -342,17 +342,25 @@ queue_guard_handler(int sig)
         siglongjmp(*queue_guard_jmp, 1);
 }
 
+/* Is db/__db.001 under the queue directory dirfd still the file dev/ino? */
+static int
+queue_regions_same(int dirfd, dev_t dev, ino_t ino)
+{
+    struct stat st;
+
+    return fstatat(dirfd, "db/__db.001", &st, 0) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
 /* Has the environment of the queue directory dirfd been wedged: replaced
  * by a recovery since we opened it, or registered by a process that is
  * gone? */
 static int
 queue_guard_wedged(int dirfd, int regfd, dev_t dev, ino_t ino)
 {
-    struct stat st;
     static char buf[25 * QUEUE_THREAD_MAX];
     ssize_t n;
 
-    if (fstatat(dirfd, "db/__db.001", &st, 0) < 0 || st.st_dev != dev || st.st_ino != ino)
+    if (!queue_regions_same(dirfd, dev, ino))
         return 1;
     /* db/__db.register: one 25-byte line per slot, a pid right-aligned, or
      * "X" for a free slot. A slot is freed when its process closes the
@@ -423,16 +431,28 @@ queue_guard_start(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* Remember the environment just opened (the watchdog's yardstick). */
+/* The watchdog's yardstick: the region file db/__db.001 as it is now
+ * (region_ino 0 when there is none yet: nothing to be wedged in). */
 static void
-queue_guard_note_env(QUEUE *q)
+queue_note_regions(QUEUE *q)
 {
     struct stat st;
 
     if (fstatat(q->dir_fd, "db/__db.001", &st, 0) == 0) {
         q->region_dev = st.st_dev;
         q->region_ino = st.st_ino;
+    } else {
+        q->region_ino = 0;
     }
+}
+
+/* Remember the environment just opened (its regions and registry). */
+static void
+queue_guard_note_env(QUEUE *q)
+{
+    struct stat st;
+
+    queue_note_regions(q);
     /* The registry's descriptor for the watchdog (q->reg_fd). One left
      * from an abandoned environment stays open (a close would drop the
      * slot locks of this process on that file) and is used again when
@@ -466,26 +486,20 @@ queue_guard_call(QUEUE *q, int (*call)(QUEUE *, void *), void *arg)
 
     queue_guard_start();
     if (sigsetjmp(jb, 1) != 0) {
-        int wedged_here;
-
         queue_guard_jmp = outer;
         __atomic_store_n(&queue_guard_since, outer_since, __ATOMIC_RELEASE);
         __atomic_store_n(&queue_guard_dirfd, outer_fd, __ATOMIC_RELEASE);
         __atomic_store_n(&queue_guard_regfd, outer_regfd, __ATOMIC_RELEASE);
         queue_guard_dev = outer_dev;
         queue_guard_ino = outer_ino;
-        /* Abandoned, not closed (q->reg_fd stays open too): a close would wait on the same mutex. */
+        /* Abandoned, not closed (q->reg_fd stays open too): a close would
+         * wait on the same mutex. */
         q->db = NULL;
         q->stats_db = NULL;
         q->env = NULL;
-        wedged_here = q->region_ino != 0 && q->dir_fd >= 0;
-        if (wedged_here) {
-            struct stat st;
-
-            /* Still the regions we were in: nobody recovered them yet. */
-            q->recover_next = fstatat(q->dir_fd, "db/__db.001", &st, 0) == 0
-                              && st.st_dev == q->region_dev && st.st_ino == q->region_ino;
-        }
+        /* Still the regions we were in: nobody recovered them yet. */
+        if (q->region_ino != 0 && q->dir_fd >= 0)
+            q->recover_next = queue_regions_same(q->dir_fd, q->region_dev, q->region_ino);
         msg_warn("queue index: no progress inside Berkeley DB for %d s while a process "
                  "that used the index is gone; leaving the index to recovery",
                  queue_stuck_ms / 1000);
@@ -728,18 +742,12 @@ static int
 queue_env_try_guarded(QUEUE *q, const char *home, int recover, char **error_r)
 {
     QUEUE_TRY_CTX t = {home, recover, error_r};
-    struct stat st;
     int ret;
 
-    /* The watchdog's yardstick: the regions as they are now (those of an
-     * earlier environment may be gone by a recovery since, which would
-     * make this open look wedged from its start). */
-    if (fstatat(q->dir_fd, "db/__db.001", &st, 0) == 0) {
-        q->region_dev = st.st_dev;
-        q->region_ino = st.st_ino;
-    } else {
-        q->region_ino = 0; /* no regions yet: nothing to be wedged in */
-    }
+    /* Against the regions as they are now: an earlier environment's may be
+     * gone by a recovery since, which would make this open look wedged
+     * from its start. */
+    queue_note_regions(q);
     ret = queue_guard_call(q, queue_env_try_call, &t);
 
     if (ret == QUEUE_STUCK) {
