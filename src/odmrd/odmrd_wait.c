@@ -185,7 +185,7 @@ odmrd_wait_mail(ODMRD_SESSION *sp, long secs, char **domains, size_t ndomains,
     for (;;) {
         struct pollfd pfd[2] = {{.fd = 0, .events = POLLIN}, {.fd = ifd, .events = POLLIN}};
         int64_t now = now_ms(), wake = next_check < end ? next_check : end;
-        int n, due = 0;
+        int n;
 
         if (now >= end)
             break;
@@ -203,18 +203,17 @@ odmrd_wait_mail(ODMRD_SESSION *sp, long secs, char **domains, size_t ndomains,
         if (n > 0 && ifd >= 0 && (pfd[1].revents & POLLIN)) {
             char buf[4096];
 
-            /* Drain: one check serves every event so far. */
+            /* Drain: one check serves every event so far. A check is due
+             * ODMRD_WAIT_MIN_GAP_MS after the event, so never sooner than
+             * that after the last one, and the events of the gap collect
+             * into it: a busy index does not make a waiter look up all
+             * the time. */
             while (read(ifd, buf, sizeof(buf)) > 0)
                 ;
-            /* Not before the gap since the last check is over. */
             if (next_check > now + ODMRD_WAIT_MIN_GAP_MS)
                 next_check = now + ODMRD_WAIT_MIN_GAP_MS;
-            if (next_check < now)
-                next_check = now;
         }
-        now = now_ms();
-        due = now >= next_check;
-        if (!due)
+        if (now_ms() < next_check)
             continue;
         switch (check(sp, ctx)) {
         case 0:
@@ -226,23 +225,8 @@ odmrd_wait_mail(ODMRD_SESSION *sp, long secs, char **domains, size_t ndomains,
             ret = ODMRD_WAIT_ERROR;
             goto done;
         }
-        /* Wait for a change now, or for the next poll. The gap keeps a
-         * busy index from making every waiter look up all the time. */
+        /* Wait for a change now, or for the next poll. */
         next_check = now_ms() + poll_ms;
-        if (ifd >= 0) {
-            int64_t gap_end = now_ms() + ODMRD_WAIT_MIN_GAP_MS;
-
-            /* Let events of the gap collect; they are drained above. */
-            while (now_ms() < gap_end && now_ms() < end) {
-                struct pollfd c = {.fd = 0, .events = POLLIN};
-                int64_t left = gap_end - now_ms();
-
-                if (poll(&c, 1, (int) left) > 0 && client_spoke(sp, &c)) {
-                    ret = ODMRD_WAIT_CLIENT;
-                    goto done;
-                }
-            }
-        }
     }
 done:
     if (ifd >= 0)
