@@ -283,19 +283,6 @@ drop_privileges(const char *dir)
         unknown("cannot become the owner of %s: %s", dir, strerror(errno));
 }
 
-static void
-format_age(long seconds, char *buf, size_t size)
-{
-    if (seconds < 0)
-        seconds = 0;
-    if (seconds >= 86400)
-        (void) str_format(buf, size, "%ldd%02ldh", seconds / 86400, seconds % 86400 / 3600);
-    else if (seconds >= 3600)
-        (void) str_format(buf, size, "%ldh%02ldm", seconds / 3600, seconds % 3600 / 60);
-    else
-        (void) str_format(buf, size, "%ldm%02lds", seconds / 60, seconds % 60);
-}
-
 typedef struct {
     char **names;
     long *last;
@@ -346,7 +333,6 @@ main(int argc, char **argv)
     unsigned long long messages = 0, bytes = 0;
     long oldest = 0, age = 0;
     const char *oldest_domain = NULL;
-    ssize_t oldest_i = -1;
     size_t stale = 0, ndomains = 0;
     char *error = NULL, agebuf[32];
     double value = 0;
@@ -448,19 +434,19 @@ main(int argc, char **argv)
             ndomains = 1;
         }
     } else {
+        const QUEUE_FIGURES *first;
+
         if (queue_figures_all(q, &figs, &nfig, NULL, &built, &error) < 0)
             unknown("%s", error);
+        first = queue_figures_oldest(figs, nfig);
         ndomains = nfig;
         for (size_t i = 0; i < nfig; i++) {
             messages += figs[i].messages;
             bytes += figs[i].bytes;
-            /* IDs sort by arrival: they order what one second does not. */
-            if (figs[i].oldest && (oldest_i < 0 || strcmp(figs[i].oldest_id,
-                                                          figs[oldest_i].oldest_id) < 0)) {
-                oldest_i = (ssize_t) i;
-                oldest = figs[i].oldest;
-                oldest_domain = figs[i].domain;
-            }
+        }
+        if (first != NULL) {
+            oldest = first->oldest;
+            oldest_domain = first->domain;
         }
         if (measure == M_STALE) {
             COLLECTED cs = {NULL, NULL, 0, 0};

@@ -485,6 +485,18 @@ fig_all_fn(QUEUE *q, DB_TXN *txn, void *ctx)
     return ret == DB_NOTFOUND ? 0 : ret;
 }
 
+const QUEUE_FIGURES *
+queue_figures_oldest(const QUEUE_FIGURES *figs, size_t count)
+{
+    const QUEUE_FIGURES *oldest = NULL;
+
+    for (size_t i = 0; i < count; i++)
+        if (figs[i].oldest_id[0]
+            && (oldest == NULL || strcmp(figs[i].oldest_id, oldest->oldest_id) < 0))
+            oldest = &figs[i];
+    return oldest;
+}
+
 int
 queue_figures_all(QUEUE *q, QUEUE_FIGURES **list_r, size_t *count_r, QUEUE_FIGURES_META *meta_r,
                   int *built_r, char **error_r)

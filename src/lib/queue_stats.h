@@ -65,6 +65,10 @@ typedef struct {
  * with nothing indexed counts as built. 0 or -1 with *error_r. */
 int queue_figures_all(QUEUE *q, QUEUE_FIGURES **list_r, size_t *count_r,
                       QUEUE_FIGURES_META *meta_r, int *built_r, char **error_r);
+/* The entry of figs[0..count) that holds the oldest message (IDs sort by
+ * arrival, so they order what one second does not), or NULL when none
+ * holds any. */
+const QUEUE_FIGURES *queue_figures_oldest(const QUEUE_FIGURES *figs, size_t count);
 /* One domain's figures: 1 (filled in), 0 (nothing held), -1 with *error_r. */
 int queue_figures_domain(QUEUE *q, const char *domain, QUEUE_FIGURES *fig_r, int *built_r,
                          char **error_r);

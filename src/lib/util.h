@@ -69,6 +69,8 @@ void now_wall(long *sec_r, long *usec_r);
 /* A delay in Postfix's log shape: two significant digits below 10 s,
  * whole seconds above, trailing zeros dropped ("0.12", "1.3", "0", "27"). */
 void delay_format(char *buf, size_t size, int64_t ms);
+/* An age for people, two units: "3d04h", "2h05m", "0m42s" (negative: 0). */
+void format_age(long seconds, char *buf, size_t size);
 
 /* Make sure fds 0, 1, 2 are open (open /dev/null where not). */
 void fds_sanitize(void);

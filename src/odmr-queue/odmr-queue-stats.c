@@ -376,7 +376,7 @@ stats_totals(QUEUE *q, const STATS_OPTS *o)
     QUEUE_FIGURES_META meta;
     size_t nfig = 0;
     unsigned long long messages = 0, recipients = 0, bytes = 0;
-    const QUEUE_FIGURES *oldest = NULL;
+    const QUEUE_FIGURES *oldest;
     COLLECTIONS cs;
     size_t newest = (size_t) -1;
     char age[32], date[64];
@@ -393,10 +393,8 @@ stats_totals(QUEUE *q, const STATS_OPTS *o)
         messages += figs[i].messages;
         recipients += figs[i].recipients;
         bytes += figs[i].bytes;
-        if (figs[i].oldest_id[0]
-            && (oldest == NULL || strcmp(figs[i].oldest_id, oldest->oldest_id) < 0))
-            oldest = &figs[i];
     }
+    oldest = queue_figures_oldest(figs, nfig);
     collections_load(q, 0, &cs);
     for (size_t i = 0; i < cs.count; i++)
         if (cs.recs[i].last_atrn != 0

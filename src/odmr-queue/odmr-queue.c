@@ -282,19 +282,6 @@ format_date(long sec, char *buf, size_t size)
         str_copy(buf, "?", size);
 }
 
-void
-format_age(long seconds, char *buf, size_t size)
-{
-    if (seconds < 0)
-        seconds = 0;
-    if (seconds >= 86400)
-        (void) str_format(buf, size, "%ldd%02ldh", seconds / 86400, seconds % 86400 / 3600);
-    else if (seconds >= 3600)
-        (void) str_format(buf, size, "%ldh%02ldm", seconds / 3600, seconds % 3600 / 60);
-    else
-        (void) str_format(buf, size, "%ldm%02lds", seconds / 60, seconds % 60);
-}
-
 /* ---- list ----------------------------------------------------------------- */
 
 typedef struct {

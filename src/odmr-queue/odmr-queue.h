@@ -10,7 +10,6 @@
 
 /* odmr-queue.c */
 void format_date(long sec, char *buf, size_t size);
-void format_age(long seconds, char *buf, size_t size);
 int parse_now(const char *arg, long *now_r);
 int cmd_stats_walk(QUEUE *q, int json);
 

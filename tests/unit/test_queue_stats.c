@@ -493,6 +493,25 @@ test_collect(void **state)
     queue_close(&q);
 }
 
+/* The oldest of a list: by ID, which orders arrivals within one second. */
+static void
+test_oldest(void **state)
+{
+    QUEUE_FIGURES f[3];
+
+    (void) state;
+    memset(f, 0, sizeof(f));
+    assert_null(queue_figures_oldest(f, 3));
+    str_copy(f[0].domain, "a.example", sizeof(f[0].domain));
+    str_copy(f[0].oldest_id, "0661ED428F5CDD82F0", sizeof(f[0].oldest_id));
+    f[0].oldest = 1000;
+    str_copy(f[2].domain, "c.example", sizeof(f[2].domain));
+    str_copy(f[2].oldest_id, "0661ED428F5CDD82E7", sizeof(f[2].oldest_id));
+    f[2].oldest = 1000;
+    assert_ptr_equal(queue_figures_oldest(f, 3), &f[2]);
+    assert_ptr_equal(queue_figures_oldest(f, 1), &f[0]);
+}
+
 int
 main(void)
 {
@@ -500,6 +519,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_churn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_collect, setup, teardown),
+        cmocka_unit_test(test_oldest),
     };
 
     msg_init("test_queue_stats", MSG_STDERR);

@@ -512,6 +512,24 @@ test_clocks_and_fds(void **unused)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+static void
+test_format_age(void **state)
+{
+    char buf[32];
+
+    (void) state;
+    format_age(-5, buf, sizeof(buf));
+    assert_string_equal(buf, "0m00s");
+    format_age(42, buf, sizeof(buf));
+    assert_string_equal(buf, "0m42s");
+    format_age(3599, buf, sizeof(buf));
+    assert_string_equal(buf, "59m59s");
+    format_age(7500, buf, sizeof(buf));
+    assert_string_equal(buf, "2h05m");
+    format_age(3 * 86400 + 4 * 3600 + 59, buf, sizeof(buf));
+    assert_string_equal(buf, "3d04h");
+}
+
 static int
 run_all(void)
 {
@@ -529,6 +547,7 @@ run_all(void)
         cmocka_unit_test(test_fsync_dir),
         cmocka_unit_test(test_write_all),
         cmocka_unit_test(test_clocks_and_fds),
+        cmocka_unit_test(test_format_age),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
