@@ -184,17 +184,10 @@ listen_addrs() {
     ss -Hltn "sport = :$1" | awk '{ print $4 }'
 }
 
-# free_port: print a TCP port nobody listens on (20000-39999).
+# free_port: print a TCP port no socket uses, below the kernel's ephemeral
+# range (odmr-sandbox free-port).
 free_port() {
-    local p _
-    for _ in $(seq 1 100); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 20000))
-        if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
+    "$SANDBOX_SCRIPT" free-port
 }
 
 # odmr_reachable_build: make sure user odmr exists and can run the programs
@@ -218,18 +211,15 @@ odmr_reachable_build() {
 }
 
 # sandbox_start: make a sandbox in a new mktemp directory, start it and load
-# its variables. Ports come from free_port unless SANDBOX_SMTP_PORT /
-# SANDBOX_ODMR_PORT are set. Exits the file (as a failure) when it cannot
-# start.
+# its variables. Ports are chosen by the sandbox (--free-ports) unless
+# SANDBOX_SMTP_PORT / SANDBOX_ODMR_PORT are set. Exits the file (as a
+# failure) when it cannot start.
 sandbox_start() {
-    local out smtp odmr
+    local out
     odmr_reachable_build
     SANDBOX_DIR=$(mktemp -d "${TMPDIR:-/tmp}/odmr-test.XXXXXX")
-    smtp=${SANDBOX_SMTP_PORT:-$(free_port)}
-    odmr=${SANDBOX_ODMR_PORT:-$(free_port)}
-    while [ "$odmr" = "$smtp" ]; do odmr=$(free_port); done
-    if ! out=$(SANDBOX_SMTP_PORT=$smtp SANDBOX_ODMR_PORT=$odmr \
-        "$SANDBOX_SCRIPT" start "$SANDBOX_DIR" --build "$BUILD_DIR" 2>&1); then
+    if ! out=$("$SANDBOX_SCRIPT" start "$SANDBOX_DIR" --build "$BUILD_DIR" \
+        --free-ports 2>&1); then
         echo "$out" >&2
         fail "sandbox start" "odmr-sandbox start failed"
         exit 1

@@ -39,12 +39,10 @@ _mta_exit() {
 }
 trap _mta_exit EXIT
 
-MTA_PORT=$(free_port)
-mta_odmr=$(free_port)
-while [ "$mta_odmr" = "$MTA_PORT" ]; do mta_odmr=$(free_port); done
-if out=$(SANDBOX_SMTP_PORT=$MTA_PORT SANDBOX_ODMR_PORT=$mta_odmr \
-    "$SANDBOX_SCRIPT" start "$MTA_DIR" --build "$BUILD_DIR" 2>&1); then
+if out=$(SANDBOX_SMTP_PORT='' SANDBOX_ODMR_PORT='' \
+    "$SANDBOX_SCRIPT" start "$MTA_DIR" --build "$BUILD_DIR" --free-ports 2>&1); then
     MTA_STARTED=1
+    MTA_PORT=$(sed -n 's/^SMTP_PORT=//p' "$MTA_DIR/sandbox.env")
 else
     fail "customer MTA starts" "$out"
     done_testing

@@ -140,9 +140,10 @@ fi
 
 # A second sandbox at other ports runs beside the first.
 D2=$(mktemp -d "${TMPDIR:-/tmp}/odmr-test2.XXXXXX")
-p1=$(free_port)
-p2=$(free_port)
-if SANDBOX_SMTP_PORT=$p1 SANDBOX_ODMR_PORT=$p2 "$SANDBOX_SCRIPT" start "$D2" --build "$BUILD_DIR" >/dev/null 2>&1 &&
+if "$SANDBOX_SCRIPT" start "$D2" --build "$BUILD_DIR" --free-ports >/dev/null 2>&1 &&
+    p1=$(sed -n 's/^SMTP_PORT=//p' "$D2/sandbox.env") &&
+    p2=$(sed -n 's/^ODMR_PORT=//p' "$D2/sandbox.env") &&
+    [ "$p1" != "$SMTP_PORT" ] && [ "$p2" != "$ODMR_PORT" ] &&
     out=$(swaks --server "127.0.0.1:$p1" --from a@sender.test --to b@example.com 2>&1) &&
     grep -q '^<-  250 .*queued as' <<<"$out" &&
     "$SANDBOX_SCRIPT" status "$SANDBOX_DIR" >/dev/null; then
@@ -152,6 +153,97 @@ else
 fi
 "$SANDBOX_SCRIPT" stop "$D2" >/dev/null 2>&1 || true
 rm -rf "$D2"
+
+# free-port: distinct ports, below the kernel's ephemeral range (where no
+# outgoing connection can take one), used by no socket.
+read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range
+ports=$("$SANDBOX_SCRIPT" free-port 20)
+bad=''
+for p in $ports; do
+    { [ "$p" -ge 20000 ] && [ "$p" -lt "$eph_lo" ]; } || bad="$bad $p(range)"
+    [ -z "$(ss -Htan "sport = :$p")" ] || bad="$bad $p(used)"
+done
+if [ "$(wc -w <<<"$ports")" = 20 ] && [ "$(tr ' ' '\n' <<<"$ports" | sort -u | wc -l)" = 20 ] &&
+    [ -z "$bad" ]; then
+    ok "free-port: 20 distinct unused ports below $eph_lo"
+else
+    fail "free-port: 20 distinct unused ports below $eph_lo" "got: $ports; bad:$bad"
+fi
+
+# A port taken between the choice and master's bind (here: every port of
+# the pool bound by another process without listening, which ss does not
+# show) makes --free-ports choose again; once the ports are let go, the
+# next attempt starts.
+D5=$(mktemp -d "${TMPDIR:-/tmp}/odmr-test5.XXXXXX")
+/usr/bin/python3 - "$D5/start.out" "$eph_lo" >"$D5/blocker.out" 2>&1 <<'PY' &
+import os, resource, socket, sys, time
+out, top = sys.argv[1], int(sys.argv[2])
+# Hold every port of the pool, in as many processes as the descriptor
+# limit asks; the children keep theirs until the parent's pipe closes.
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if hard == resource.RLIM_INFINITY or hard > 40000:
+    hard = 40000
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+chunk = hard - 64
+ports = list(range(20000, top))
+release_r, release_w = os.pipe()
+held = []
+def bind_all(part):
+    n = 0
+    for port in part:
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            held.append(s)
+            n += 1
+        except OSError:
+            s.close()
+    return n
+children = []
+for i in range(chunk, len(ports), chunk):
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(release_w)
+        bind_all(ports[i:i + chunk])
+        os.write(ready_w, b"x")
+        os.read(release_r, 1)
+        os._exit(0)
+    os.read(ready_r, 1)
+    children.append(pid)
+print("held", bind_all(ports[:chunk]), "in", 1 + len(children), "processes", flush=True)
+open(out + ".ready", "w").close()
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        if "choosing again" in open(out).read():
+            break
+    except FileNotFoundError:
+        pass
+    time.sleep(0.05)
+for s in held:
+    s.close()
+os.close(release_w)
+for pid in children:
+    os.waitpid(pid, 0)
+print("released", flush=True)
+PY
+blocker=$!
+bg_track "$blocker"
+wait_for 30 test -e "$D5/start.out.ready" || true
+if "$SANDBOX_SCRIPT" start "$D5" --build "$BUILD_DIR" --free-ports >"$D5/start.out" 2>&1 &&
+    grep -q 'choosing again' "$D5/start.out" &&
+    p5=$(sed -n 's/^SMTP_PORT=//p' "$D5/sandbox.env") &&
+    swaks --server "127.0.0.1:$p5" --quit-after CONNECT >/dev/null 2>&1; then
+    ok "--free-ports chooses again when master cannot bind ($(grep -c 'choosing again' "$D5/start.out") retries)"
+else
+    fail "--free-ports chooses again when master cannot bind" \
+        "$(cat "$D5/blocker.out" "$D5/start.out")"
+fi
+wait "$blocker" 2>/dev/null || true
+bg_untrack "$blocker"
+"$SANDBOX_SCRIPT" stop "$D5" >/dev/null 2>&1 || true
+rm -rf "$D5"
 
 # A busy port is refused with a clear message.
 D3=$(mktemp -d "${TMPDIR:-/tmp}/odmr-test3.XXXXXX")
