@@ -481,6 +481,12 @@ smtp_reply_feed(SMTP_REPLY *r, const char *line, size_t len)
 int
 smtp_reply_read(STREAM *s, SMTP_REPLY *r)
 {
+    return smtp_reply_read_each(s, r, NULL, NULL);
+}
+
+int
+smtp_reply_read_each(STREAM *s, SMTP_REPLY *r, SMTP_REPLY_LINE_FN each, void *ctx)
+{
     char buf[SMTP_REPLY_LINE + 1];
 
     smtp_reply_init(r);
@@ -506,6 +512,8 @@ smtp_reply_read(STREAM *s, SMTP_REPLY *r)
         ret = smtp_reply_feed(r, buf, len);
         if (ret < 0)
             return SMTP_REPLY_MALFORMED;
+        if (each != NULL)
+            each(ctx, r, len > 4 ? buf + 4 : "", len > 4 ? len - 4 : 0);
         if (ret == 1)
             return 0;
         if (flags & STREAM_LINE_EOF)

@@ -92,6 +92,14 @@ int smtp_reply_feed(SMTP_REPLY *r, const char *line, size_t len);
 #define SMTP_REPLY_MALFORMED (-10)
 int smtp_reply_read(STREAM *s, SMTP_REPLY *r);
 
+/* As smtp_reply_read(), and each(ctx, r, text, len) is called for every
+ * line as it arrives (r->nlines counts it already; text is the line after
+ * the code and separator, cut at the line limit like the line), so that a
+ * reply whose whole text would not fit in r->text (an EHLO reply with
+ * long lines before its keywords) can still be read line by line. */
+typedef void (*SMTP_REPLY_LINE_FN)(void *ctx, const SMTP_REPLY *r, const char *text, size_t len);
+int smtp_reply_read_each(STREAM *s, SMTP_REPLY *r, SMTP_REPLY_LINE_FN each, void *ctx);
+
 /* The reply as one log-friendly line: "250 2.0.0 Ok: queued as X" (first
  * line, cleaned, cut to fit). */
 const char *smtp_reply_summary(const SMTP_REPLY *r, char *buf, size_t size);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -534,6 +535,18 @@ size_t
 stream_pending(const STREAM *s)
 {
     return s->in_len - s->in_pos;
+}
+
+int
+stream_input_waiting(const STREAM *s)
+{
+    int n = 0;
+
+    if (s->in_pos < s->in_len)
+        return 1;
+    if (s->ssl != NULL)
+        return SSL_pending(s->ssl) > 0;
+    return ioctl(s->rfd, FIONREAD, &n) == 0 && n > 0;
 }
 
 size_t

@@ -83,6 +83,13 @@ void stream_skip(STREAM *s, size_t n);
 
 /* Bytes already read from the fd (or TLS) but not yet returned. */
 size_t stream_pending(const STREAM *s);
+/* 1 when the peer has sent bytes not read yet: buffered here, decrypted
+ * and waiting in OpenSSL, or (plain) waiting in the kernel's socket or
+ * pipe buffer (FIONREAD; an end of file is not input). Does not wait and
+ * reads nothing. Through TLS, bytes in the kernel are not counted: they
+ * may be a record that carries no data (a session ticket). For a client
+ * that owes no reply at that moment, 1 means the peer is out of step. */
+int stream_input_waiting(const STREAM *s);
 /* Throw away buffered input (STARTTLS: nothing read before the handshake
  * may be used afterwards). Returns how many bytes were dropped. */
 size_t stream_discard_input(STREAM *s);

@@ -103,7 +103,14 @@
  *     are then kept). A reply to DATA other than 354 that is neither 4xx
  *     nor 5xx (250, say) is a protocol error: the recipients are kept
  *     (4.5.0), odmrd sends RSET and QUIT and no further mail in that
- *     session. QUIT at the end.
+ *     session. So is input that answers no command (the customer sent a
+ *     reply more than it was asked for: after a 354, or after the last
+ *     reply owed): each later reply would answer the wrong command, so
+ *     none of the replies just read is trusted, their recipients are kept
+ *     (4.5.0) and the session ends without another command. A refused
+ *     RSET leaves the customer's transaction open: the session ends with
+ *     QUIT and the rest waits for the next ATRN, as Postfix's smtp(8)
+ *     stops using such a connection. QUIT at the end.
  *
  *     STARTTLS on the reversed side: when the ODMR session is in TLS, the
  *     reversed session is encrypted already and STARTTLS is never sent.

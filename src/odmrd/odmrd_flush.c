@@ -260,11 +260,12 @@ flush_stop_stream(FLUSH *f)
     msg_info("%s: %s", host, f->stop_reason);
 }
 
-/* Read a reply in the current state. 0, or -1 (f->stop is set). */
+/* Read a reply in the current state, each line through each() if not
+ * NULL. 0, or -1 (f->stop is set). */
 static int
-flush_read(FLUSH *f, SMTP_REPLY *r)
+flush_read_each(FLUSH *f, SMTP_REPLY *r, SMTP_REPLY_LINE_FN each)
 {
-    int ret = smtp_reply_read(f->s, r);
+    int ret = smtp_reply_read_each(f->s, r, each, f);
 
     if (ret == 0) {
         if (msg_verbose) {
@@ -289,6 +290,12 @@ flush_read(FLUSH *f, SMTP_REPLY *r)
     return -1;
 }
 
+static int
+flush_read(FLUSH *f, SMTP_REPLY *r)
+{
+    return flush_read_each(f, r, NULL);
+}
+
 /* 421: the customer is closing; what was not answered stays queued. */
 static void
 flush_check_421(FLUSH *f, const SMTP_REPLY *r)
@@ -304,6 +311,32 @@ flush_check_421(FLUSH *f, const SMTP_REPLY *r)
     f->stop_code = 421;
     str_copy(f->stop_dsn, r->enh[0] ? r->enh : "4.0.0", sizeof(f->stop_dsn));
     msg_info("%s: %s", f->sp->client, f->stop_reason);
+}
+
+/* Called when every reply owed has been read, before any of them is acted
+ * on: input waiting now answers no command, so the customer is out of step
+ * with us. One extra reply shifts every later one onto the wrong command
+ * (a stray 250 read as the answer to a dot: a refused message counted as
+ * delivered; a refusal read as the next message's), and nothing tells
+ * which reply is which: the recipients waiting on these replies stay
+ * queued (4.5.0), and the session ends without another command, which
+ * would be misread too. Only what has already arrived can be seen: a
+ * stray reply still on its way when the check runs is not caught. 1 when
+ * out of step (f->stop is set), else 0. */
+static int
+flush_out_of_step(FLUSH *f)
+{
+    if (f->stop || !stream_input_waiting(f->s))
+        return 0;
+    (void) str_format(f->stop_reason, sizeof(f->stop_reason),
+                      "host %s sent input that answers no command (after the reply to %s)",
+                      f->sp->client, flush_reply_to[f->state]);
+    f->stop = 1;
+    f->stop_quit = 0;
+    f->stop_code = 451;
+    str_copy(f->stop_dsn, "4.5.0", sizeof(f->stop_dsn));
+    msg_warn("%s: protocol error: %s; ending the session", f->sp->client, f->stop_reason);
+    return 1;
 }
 
 static int
@@ -456,48 +489,64 @@ rcpt_defer_rest(FLUSH *f, FLUSH_MSG *m)
 
 /* ---- the customer's greeting and EHLO ------------------------------------- */
 
+/* One line of the EHLO reply: the keywords of a 2xx, each line taken as
+ * it arrives (the reply's kept text is cut at SMTP_REPLY_MAX; a keyword
+ * after the cut would be lost, a SIZE value cut short taken as a limit). */
 static void
-parse_ehlo(FLUSH *f, const SMTP_REPLY *r)
+ehlo_line(void *ctx, const SMTP_REPLY *r, const char *line, size_t len)
 {
-    const char *p = strchr(r->text, '\n');
+    FLUSH *f = ctx;
+    char word[32];
+    size_t n = 0;
 
-    f->features = 0;
-    f->size_limit = 0;
-    while (p != NULL) {
-        char word[32];
-        const char *line = p + 1, *end = strchr(line, '\n');
-        size_t n = 0;
-
-        p = end;
-        while (line[n] && line[n] != '\n' && line[n] != ' ' && line[n] != '='
-               && n < sizeof(word) - 1) {
-            word[n] = line[n];
-            n++;
-        }
-        word[n] = 0;
-        str_upper(word);
-        if (strcmp(word, "PIPELINING") == 0) {
-            f->features |= FEAT_PIPELINING;
-        } else if (strcmp(word, "SIZE") == 0) {
-            f->features |= FEAT_SIZE;
-            if (line[n] == ' ') {
-                long long v = 0;
-                const char *q = line + n + 1;
-
-                while (*q >= '0' && *q <= '9' && v < (1LL << 50))
-                    v = v * 10 + (*q++ - '0');
-                f->size_limit = v;
-            }
-        } else if (strcmp(word, "8BITMIME") == 0) {
-            f->features |= FEAT_8BITMIME;
-        } else if (strcmp(word, "DSN") == 0) {
-            f->features |= FEAT_DSN;
-        } else if (strcmp(word, "SMTPUTF8") == 0) {
-            f->features |= FEAT_SMTPUTF8;
-        } else if (strcmp(word, "STARTTLS") == 0) {
-            f->features |= FEAT_STARTTLS;
-        }
+    if (r->nlines == 1) { /* the greeting line: no keyword */
+        f->features = 0;
+        f->size_limit = 0;
+        return;
     }
+    if (r->code / 100 != 2)
+        return;
+    while (n < len && line[n] != ' ' && line[n] != '=' && n < sizeof(word) - 1) {
+        word[n] = line[n];
+        n++;
+    }
+    word[n] = 0;
+    str_upper(word);
+    if (strcmp(word, "PIPELINING") == 0) {
+        f->features |= FEAT_PIPELINING;
+    } else if (strcmp(word, "SIZE") == 0) {
+        f->features |= FEAT_SIZE;
+        if (n < len && line[n] == ' ') {
+            long long v = 0;
+
+            for (size_t q = n + 1; q < len && line[q] >= '0' && line[q] <= '9' && v < (1LL << 50);
+                 q++)
+                v = v * 10 + (line[q] - '0');
+            f->size_limit = v;
+        }
+    } else if (strcmp(word, "8BITMIME") == 0) {
+        f->features |= FEAT_8BITMIME;
+    } else if (strcmp(word, "DSN") == 0) {
+        f->features |= FEAT_DSN;
+    } else if (strcmp(word, "SMTPUTF8") == 0) {
+        f->features |= FEAT_SMTPUTF8;
+    } else if (strcmp(word, "STARTTLS") == 0) {
+        f->features |= FEAT_STARTTLS;
+    }
+}
+
+/* Read the reply to EHLO: f->features and f->size_limit from its keywords
+ * when it is a 2xx. 0, or -1 (f->stop is set). */
+static int
+flush_read_ehlo(FLUSH *f, SMTP_REPLY *r)
+{
+    int ret = flush_read_each(f, r, ehlo_line);
+
+    if (ret < 0 || r->code / 100 != 2) {
+        f->features = 0;
+        f->size_limit = 0;
+    }
+    return ret;
 }
 
 /* The STARTTLS policy of the reversed side, into f->tls_level. An outer
@@ -578,7 +627,7 @@ flush_handshake(FLUSH *f)
     int tls_done = 0;
 
     flush_set_state(f, FLUSH_BANNER);
-    if (flush_read(f, &r) < 0)
+    if (flush_read(f, &r) < 0 || flush_out_of_step(f))
         return -1;
     if (r.code / 100 != 2) {
         msg_warn("%s: customer refused to talk to me: %s", f->sp->client,
@@ -588,13 +637,14 @@ flush_handshake(FLUSH *f)
     }
     for (;;) {
         flush_set_state(f, FLUSH_EHLO);
-        if (flush_send(f, "EHLO %s", var_myhostname) < 0 || flush_read(f, &r) < 0)
+        if (flush_send(f, "EHLO %s", var_myhostname) < 0 || flush_read_ehlo(f, &r) < 0
+            || flush_out_of_step(f))
             return -1;
-        if (r.code / 100 == 2) {
-            parse_ehlo(f, &r);
-        } else if (r.code / 100 == 5) {
+        /* A 2xx: flush_read_ehlo() took the keywords. */
+        if (r.code / 100 == 5) {
             flush_set_state(f, FLUSH_HELO);
-            if (flush_send(f, "HELO %s", var_myhostname) < 0 || flush_read(f, &r) < 0)
+            if (flush_send(f, "HELO %s", var_myhostname) < 0 || flush_read(f, &r) < 0
+                || flush_out_of_step(f))
                 return -1;
             if (r.code / 100 != 2) {
                 msg_warn("%s: customer refused HELO: %s", f->sp->client,
@@ -602,9 +652,7 @@ flush_handshake(FLUSH *f)
                 flush_check_421(f, &r);
                 return -1;
             }
-            f->features = 0;
-            f->size_limit = 0;
-        } else {
+        } else if (r.code / 100 != 2) {
             msg_warn("%s: customer refused EHLO: %s", f->sp->client,
                      smtp_reply_summary(&r, sum, sizeof(sum)));
             flush_check_421(f, &r);
@@ -626,7 +674,7 @@ flush_handshake(FLUSH *f)
 
         /* Opportunistic TLS when the ODMR session itself was plain. */
         flush_set_state(f, FLUSH_STARTTLS);
-        if (flush_send(f, "STARTTLS") < 0 || flush_read(f, &r) < 0)
+        if (flush_send(f, "STARTTLS") < 0 || flush_read(f, &r) < 0 || flush_out_of_step(f))
             return -1;
         if (r.code != 220) {
             msg_info("%s: customer offered STARTTLS but said: %s", f->sp->client,
@@ -815,24 +863,30 @@ txn_content(FLUSH *f, FLUSH_MSG *m)
                          (size_t) env->content_length);
 }
 
-/* Read the reply to the final dot and record it. */
+/* Record the reply to the final dot. */
+static void
+txn_dot_apply(FLUSH *f, FLUSH_MSG *m, const SMTP_REPLY *r)
+{
+    flush_set_state(f, FLUSH_DOT);
+    /* Tests: die between the customer's answer and our bookkeeping. */
+    queue_fault("mid-flush");
+    for (size_t k = 0; k < m->n; k++)
+        if (m->accepted[k])
+            rcpt_reply(f, m, k, r, FLUSH_DOT);
+    flush_check_421(f, r);
+}
+
+/* Read the reply to the final dot (nothing else is owed) and record it. */
 static void
 txn_dot_reply(FLUSH *f, FLUSH_MSG *m)
 {
     SMTP_REPLY r;
 
     flush_set_state(f, FLUSH_DOT);
-    if (flush_read(f, &r) < 0)
+    if (flush_read(f, &r) < 0 || flush_out_of_step(f))
         return;
-    /* Tests: die between the customer's answer and our bookkeeping. */
-    queue_fault("mid-flush");
-    for (size_t k = 0; k < m->n; k++)
-        if (m->accepted[k])
-            rcpt_reply(f, m, k, &r, FLUSH_DOT);
-    flush_check_421(f, &r);
+    txn_dot_apply(f, m, &r);
 }
-
-static void flush_finish_prev(FLUSH *f);
 
 /* The reply to DATA: 354 sends the content (its dot reply is read now, or
  * with the next message's replies when later is set); anything else ends
@@ -893,64 +947,93 @@ txn_data_reply(FLUSH *f, FLUSH_MSG *m, const SMTP_REPLY *r, int later)
     }
 }
 
-/* Read the replies of every pending command, in order. The previous
- * message's dot reply comes first: its content, this message's MAIL, RCPT
- * and DATA went out as one group (RFC 2920 section 3.1 lets the content
- * open a group), so a message costs one round trip instead of two. */
+/* Act on the reply to pending command p of m. */
+static void
+txn_pending_apply(FLUSH *f, FLUSH_MSG *m, size_t p, const SMTP_REPLY *r)
+{
+    FLUSH_PENDING *pd = m->pend + p;
+
+    flush_set_state(f, pd->kind);
+    switch (pd->kind) {
+    case FLUSH_MAIL:
+        if (r->code / 100 != 2) {
+            m->mail_failed = 1;
+            for (size_t k = 0; k < m->n; k++)
+                rcpt_reply(f, m, k, r, FLUSH_MAIL);
+        } else {
+            m->need_rset = 1;
+        }
+        break;
+    case FLUSH_RCPT:
+        if (m->mail_failed)
+            break;
+        if (r->code / 100 == 2) {
+            m->accepted[pd->k] = 1;
+            m->naccepted++;
+        } else if (r->code == 452) {
+            /* RFC 5321 4.5.3.1.10: too many recipients; this one goes in a
+             * further transaction (txn_again()). */
+            m->retry[pd->k] = 1;
+            m->nretry++;
+            if (m->too_many == NULL)
+                m->too_many = x_malloc(sizeof(*m->too_many));
+            *m->too_many = *r;
+        } else {
+            rcpt_reply(f, m, pd->k, r, FLUSH_RCPT);
+        }
+        break;
+    case FLUSH_DATA:
+        /* With recipients left for another transaction, the dot's reply
+         * is read at once: they go out only after it. */
+        txn_data_reply(f, m, r,
+                       (f->features & FEAT_PIPELINING) && p + 1 == m->npend && m->nretry == 0);
+        break;
+    default:
+        msg_panic("txn_pending_apply: bad pending kind %d", (int) pd->kind);
+    }
+    flush_check_421(f, r);
+}
+
+static void txn_complete(FLUSH *f, FLUSH_MSG *m);
+
+/* The replies of every pending command, in order: first read them all,
+ * then check that nothing more came (flush_out_of_step()), and only then
+ * act on them. The previous message's dot reply comes first: its content,
+ * this message's MAIL, RCPT and DATA went out as one group (RFC 2920
+ * section 3.1 lets the content open a group), so a message costs one
+ * round trip instead of two. m may be NULL: only the previous message's
+ * dot reply is owed. */
 static void
 txn_drain(FLUSH *f, FLUSH_MSG *m)
 {
-    flush_finish_prev(f);
-    for (size_t p = 0; p < m->npend; p++) {
-        FLUSH_PENDING *pd = m->pend + p;
-        SMTP_REPLY r;
+    FLUSH_MSG *prev = f->prev;
+    size_t npend = m != NULL ? m->npend : 0;
+    size_t first = prev != NULL ? 1 : 0, owed = first + npend, got = 0;
+    SMTP_REPLY *r = x_malloc((owed ? owed : 1) * sizeof(*r)); /* filled by flush_read() */
 
-        if (f->stop)
+    flush_uncork(f);
+    f->prev = NULL;
+    /* Reading stops at a failure and after a 421 (the customer closes). */
+    while (got < owed && !f->stop) {
+        flush_set_state(f, got < first ? FLUSH_DOT : m->pend[got - first].kind);
+        if (flush_read(f, r + got) < 0)
             break;
-        flush_set_state(f, pd->kind);
-        if (flush_read(f, &r) < 0)
+        if (r[got++].code == 421)
             break;
-        switch (pd->kind) {
-        case FLUSH_MAIL:
-            if (r.code / 100 != 2) {
-                m->mail_failed = 1;
-                for (size_t k = 0; k < m->n; k++)
-                    rcpt_reply(f, m, k, &r, FLUSH_MAIL);
-            } else {
-                m->need_rset = 1;
-            }
-            break;
-        case FLUSH_RCPT:
-            if (m->mail_failed)
-                break;
-            if (r.code / 100 == 2) {
-                m->accepted[pd->k] = 1;
-                m->naccepted++;
-            } else if (r.code == 452) {
-                /* RFC 5321 4.5.3.1.10: too many recipients; this one goes
-                 * in a further transaction (txn_again()). */
-                m->retry[pd->k] = 1;
-                m->nretry++;
-                if (m->too_many == NULL)
-                    m->too_many = x_malloc(sizeof(*m->too_many));
-                *m->too_many = r;
-            } else {
-                rcpt_reply(f, m, pd->k, &r, FLUSH_RCPT);
-            }
-            break;
-        case FLUSH_DATA:
-            /* With recipients left for another transaction, the dot's
-             * reply is read at once: they go out only after it. */
-            txn_data_reply(f, m, &r,
-                           (f->features & FEAT_PIPELINING) && p + 1 == m->npend
-                               && m->nretry == 0);
-            break;
-        default:
-            msg_panic("txn_drain: bad pending kind %d", (int) pd->kind);
-        }
-        flush_check_421(f, &r);
     }
-    m->npend = 0;
+    if (got < owed || !flush_out_of_step(f)) {
+        if (prev != NULL && got > 0)
+            txn_dot_apply(f, prev, r);
+        for (size_t i = first; i < got; i++)
+            txn_pending_apply(f, m, i - first, r + i);
+    }
+    if (prev != NULL) {
+        txn_complete(f, prev);
+        free(prev);
+    }
+    if (m != NULL)
+        m->npend = 0;
+    free(r);
 }
 
 static void
@@ -1267,6 +1350,34 @@ txn_recipients(FLUSH *f, FLUSH_MSG *m)
     return 0;
 }
 
+/* RSET after a transaction left open. A customer that refuses it still
+ * has the transaction open, and would refuse the next MAIL ("nested MAIL
+ * command") as if it refused that message: like Postfix's smtp(8), which
+ * then never reuses the connection, the session ends (QUIT), and the
+ * rest waits for the next ATRN. */
+static void
+txn_rset(FLUSH *f)
+{
+    SMTP_REPLY r;
+    char sum[256];
+
+    flush_set_state(f, FLUSH_RSET);
+    if (flush_send(f, "RSET") < 0 || flush_read(f, &r) < 0 || flush_out_of_step(f))
+        return;
+    flush_check_421(f, &r);
+    if (f->stop || r.code / 100 == 2)
+        return;
+    (void) str_format(f->stop_reason, sizeof(f->stop_reason), "host %s said: %s (in reply to %s)",
+                      f->sp->client, smtp_reply_summary(&r, sum, sizeof(sum)),
+                      flush_reply_to[FLUSH_RSET]);
+    f->stop = 1;
+    f->stop_quit = 1;
+    f->stop_code = 451;
+    str_copy(f->stop_dsn, "4.5.0", sizeof(f->stop_dsn));
+    msg_warn("%s: %s; ending the session, the rest waits for the next ATRN", f->sp->client,
+             f->stop_reason);
+}
+
 /* DATA (with PIPELINING even when no RCPT reply is in yet), the replies of
  * the group, the content; RSET when the transaction was left open. 1 when
  * the dot's reply is still to come (m then belongs to f->prev), else 0. */
@@ -1283,7 +1394,8 @@ txn_data(FLUSH *f, FLUSH_MSG *m)
     if (m->npend > 0)
         txn_drain(f, m);
     if (m->dot_pending && !f->stop) {
-        /* Finished by flush_finish_prev() once the dot's reply is read. */
+        /* Finished by the next txn_drain() (or flush_finish_prev()) once
+         * the dot's reply is read. */
         f->prev = x_malloc(sizeof(*f->prev));
         *f->prev = *m;
         return 1;
@@ -1291,13 +1403,8 @@ txn_data(FLUSH *f, FLUSH_MSG *m)
 
     /* A transaction left open (no recipient, DATA refused, a protocol
      * error): reset it. */
-    if ((!f->stop || f->stop_quit) && m->need_rset && !m->mail_failed) {
-        SMTP_REPLY r;
-
-        flush_set_state(f, FLUSH_RSET);
-        if (flush_send(f, "RSET") == 0 && flush_read(f, &r) == 0)
-            flush_check_421(f, &r);
-    }
+    if ((!f->stop || f->stop_quit) && m->need_rset && !m->mail_failed)
+        txn_rset(f);
     return 0;
 }
 
@@ -1363,16 +1470,10 @@ flush_message(FLUSH *f, const char *domain, const char *id)
 static void
 flush_finish_prev(FLUSH *f)
 {
-    FLUSH_MSG *m = f->prev;
-
-    flush_uncork(f);
-    if (m == NULL)
-        return;
-    f->prev = NULL;
-    if (!f->stop)
-        txn_dot_reply(f, m);
-    txn_complete(f, m);
-    free(m);
+    if (f->prev != NULL)
+        txn_drain(f, NULL);
+    else
+        flush_uncork(f);
 }
 
 /* ---- the session --------------------------------------------------------- */

@@ -34,7 +34,11 @@ connection in the middle of DATA, a silent customer (timeout tests), the
 other than 354 to DATA, a recipient limit per transaction (452 4.5.3 for
 the recipients past it), STARTTLS offered on the reversed side (and either
 completed with --tls-cert, or answered 220 and then left hanging, as a
-line-by-line relay like fetchmail's does).
+line-by-line relay like fetchmail's does), a customer out of step (an
+extra reply after a 354 or after a dot reply, in the same write), an EHLO
+reply padded past odmrd's kept text, and a refused RSET (the transaction
+stays open: the next MAIL gets "503 nested MAIL command", as from
+Postfix's smtpd).
 
 Extra result lines for the reversed side:
     transactions: N        MAIL commands received
@@ -291,7 +295,13 @@ class Customer:
         if self.a.offer_starttls and not isinstance(c.sock, ssl.SSLSocket):
             ext.append("STARTTLS")
         ext.append("ENHANCEDSTATUSCODES")
-        lines = [self.a.helo] + ext
+        pad = []
+        left = self.a.ehlo_pad
+        while left > 0:
+            n = min(left, 1000)
+            pad.append("X-PAD" + "x" * max(n - 7, 0))
+            left -= n
+        lines = [self.a.helo] + pad + ext
         for i, l in enumerate(lines):
             c.sendline("250%s%s" % (" " if i == len(lines) - 1 else "-", l))
 
@@ -317,11 +327,17 @@ class Customer:
             elif verb == "HELO":
                 c.sendline("250 %s" % self.a.helo)
             elif verb == "MAIL":
-                mail = line
+                if mail is not None:
+                    # As Postfix's smtpd: a transaction is still open.
+                    c.sendline("503 5.5.1 Error: nested MAIL command")
+                    continue
                 rcpts = []
                 self.transactions += 1
                 env = [line]
-                c.sendline(reply_line(self.a.mail_reply or "250 2.1.0 Ok", "Ok"))
+                rep = reply_line(self.a.mail_reply or "250 2.1.0 Ok", "Ok")
+                if rep.startswith("2"):
+                    mail = line
+                c.sendline(rep)
             elif verb == "RCPT":
                 addr = line[line.find("<") + 1:line.find(">")].lower()
                 rep = reply_line(self.rcpt_replies.get(addr, "250 2.1.5 Ok"), "rcpt")
@@ -341,9 +357,12 @@ class Customer:
                 if self.a.data_reply:
                     c.sendline(reply_line(self.a.data_reply, "DATA refused"))
                     continue
-                c.sendline("354 End data with <CR><LF>.<CR><LF>")
                 self.msgno += 1
                 n = self.msgno
+                go = "354 End data with <CR><LF>.<CR><LF>\r\n"
+                if self.a.stray_after_354 == n:
+                    go += "250 2.0.0 stray\r\n"
+                c.send(go)
                 data = self.read_data(c, n)
                 if data is None:
                     return 1  # dropped on purpose
@@ -355,7 +374,10 @@ class Customer:
                     c.sock.close()
                     self.out("dropped", "after dot of message %d" % n)
                     return 1
-                c.sendline(rep)
+                if self.a.stray_after_dot == n:
+                    c.send(rep + "\r\n550 5.0.0 stray\r\n")
+                else:
+                    c.sendline(rep)
                 mail = None
                 rcpts = []
                 if rep.startswith("421"):
@@ -363,9 +385,11 @@ class Customer:
                     # whatever the client pipelined after the dot.
                     break
             elif verb == "RSET":
-                mail = None
-                rcpts = []
-                c.sendline("250 2.0.0 Ok")
+                rep = reply_line(self.a.rset_reply or "250 2.0.0 Ok", "RSET")
+                if rep.startswith("2"):
+                    mail = None
+                    rcpts = []
+                c.sendline(rep)
             elif verb == "NOOP":
                 c.sendline("250 2.0.0 Ok")
             elif verb == "STARTTLS" and self.a.offer_starttls:
@@ -481,6 +505,15 @@ def main():
                    help="close the connection in the middle of message N's DATA")
     p.add_argument("--drop-after-dot", type=int, default=0,
                    help="close the connection after message N's final dot, unanswered")
+    p.add_argument("--stray-after-354", type=int, default=0, metavar="N",
+                   help='with message N\'s 354, in the same write, "250 2.0.0 stray"')
+    p.add_argument("--stray-after-dot", type=int, default=0, metavar="N",
+                   help='with the reply to message N\'s dot, in the same write, '
+                        '"550 5.0.0 stray"')
+    p.add_argument("--ehlo-pad", type=int, default=0, metavar="BYTES",
+                   help="about BYTES of X-PAD lines in the EHLO reply before the keywords")
+    p.add_argument("--rset-reply", help='reply to RSET, e.g. "500 5.5.2 RSET not understood" '
+                                        "(not 2xx: the transaction stays open)")
     p.add_argument("--size", type=int, default=None, help="advertise SIZE N (0: SIZE alone)")
     p.add_argument("--no-pipelining", action="store_true")
     p.add_argument("--no-8bitmime", action="store_true")

@@ -167,6 +167,98 @@ else
     fail "452: the leftover goes with the next ATRN" "$out"
 fi
 
+# --- a customer out of step ----------------------------------------------------
+# An extra reply shifts every later one onto the wrong command. Before the
+# check, a stray 250 sent with the 354 was read as the answer to the dot:
+# a message the customer refused (451) logged status=sent and removed.
+# check_stray LABEL PREFIX CONTENT [customer options]: two messages; the
+# first gets the stray; both must stay queued (4.5.0), nothing logged
+# sent; CONTENT: how many messages the customer may have received whole
+# (0: the session ends before content goes to a customer out of step);
+# the next ATRN delivers both once.
+check_stray() {
+    local label=$1 p=$2 content=$3 got
+    shift 3
+    small "${p}a" | enqueue -f s@sender.test -- "${p}a@example.org" >/dev/null
+    small "${p}b" | enqueue -f s@sender.test -- "${p}b@example.org" >/dev/null
+    customer --domains example.org "$@"
+    got=$(find "$RECV" -name '*.raw' 2>/dev/null | wc -l)
+    if [ "$got" = "$content" ]; then
+        ok "$label: $content message(s) reached the customer whole"
+    else
+        fail "$label: $content message(s) reached the customer whole" "$got did; $out"
+    fi
+    if [ "$(rcpt_status "${p}a@example.org")" = Q ] && [ "$(rcpt_status "${p}b@example.org")" = Q ]; then
+        ok "$label: both messages stay queued"
+    else
+        fail "$label: both messages stay queued" "$out $(grep "to=<$p" "$ODMR_LOG_FILE" || true)"
+    fi
+    if odmr_log_wait 5 "to=<${p}a@example\.org>, .*dsn=4\.5\.0, status=deferred \(host [^ ]* sent input that answers no command" &&
+        [ "$(odmr_log_count "to=<${p}[ab]@example\.org>.*status=(sent|bounced)")" = 0 ]; then
+        ok "$label: logged deferred (out of step), nothing logged sent or bounced"
+    else
+        fail "$label: logged deferred (out of step), nothing logged sent or bounced" \
+            "$(grep "to=<$p\|out of step\|answers no command" "$ODMR_LOG_FILE" || true)"
+    fi
+    customer --domains example.org
+    if has "$out" '^messages: 2$' && [ "$(accepted "${p}a@example.org")" = 1 ] &&
+        [ "$(accepted "${p}b@example.org")" = 1 ] && [ -z "$(rcpt_status "${p}a@example.org")" ] &&
+        [ -z "$(rcpt_status "${p}b@example.org")" ]; then
+        ok "$label: the next ATRN delivers both"
+    else
+        fail "$label: the next ATRN delivers both" "$out"
+    fi
+}
+check_stray "stray 250 after 354, pipelining" s354p 0 --stray-after-354 1 \
+    --dot-reply "1=451 4.3.0 not stored"
+check_stray "stray 250 after 354, no pipelining" s354n 0 --stray-after-354 1 \
+    --dot-reply "1=451 4.3.0 not stored" --no-pipelining
+# A stray 550 with the dot's 250 (without PIPELINING nothing else is owed
+# then): once taken as the answer to the next MAIL (the next message
+# bounced); now neither reply is trusted (the first message goes again).
+check_stray "stray 550 after the dot's reply" sdot 1 --stray-after-dot 1 --no-pipelining
+
+# --- an EHLO reply longer than odmrd keeps -------------------------------------
+# 4,080 bytes of extensions before SIZE: the kept text (4,095 bytes) once
+# ended inside "SIZE 10485760", read as a limit of 10 bytes or so, and
+# every message bounced 5.3.4.
+small ehlopad | enqueue -f s@sender.test -- ehlopad@example.org >/dev/null
+customer --domains example.org --ehlo-pad 4080 --size 10485760 --no-pipelining
+if has "$out" '^messages: 1$' && [ -z "$(rcpt_status ehlopad@example.org)" ] &&
+    odmr_log_wait 5 'to=<ehlopad@example\.org>, .*status=sent' &&
+    grep -q '^MAIL FROM:<s@sender.test> SIZE=' "$RECV/001.env"; then
+    ok "EHLO reply past 4 KB: keywords after the cut kept (SIZE honoured, message sent)"
+else
+    fail "EHLO reply past 4 KB: keywords after the cut kept (SIZE honoured, message sent)" \
+        "$out $(grep 'ehlopad' "$ODMR_LOG_FILE" || true)"
+fi
+
+# --- a refused RSET ----------------------------------------------------------------
+# DATA 451 leaves the transaction open; the customer refuses RSET, so it
+# would answer the next MAIL "503 nested MAIL command": once read as a
+# refusal of the next message, which bounced. Now the session ends (QUIT)
+# and the next message waits.
+small rsa | enqueue -f s@sender.test -- rseta@example.org >/dev/null
+small rsb | enqueue -f s@sender.test -- rsetb@example.org >/dev/null
+customer --domains example.org --no-pipelining --data-reply "451 4.3.0 DATA later" \
+    --rset-reply "500 5.5.2 RSET not understood"
+if [ "$(rcpt_status rseta@example.org)" = Q ] && [ "$(rcpt_status rsetb@example.org)" = Q ] &&
+    has "$out" '^transactions: 1$' && has "$out" '^quit: yes$' &&
+    odmr_log_wait 5 'said: 500 5\.5\.2 RSET not understood \(in reply to RSET command\); ending the session' &&
+    [ "$(odmr_log_count 'to=<rset[ab]@example\.org>.*status=(sent|bounced)')" = 0 ]; then
+    ok "RSET refused: session ends with QUIT, nothing bounced, both kept"
+else
+    fail "RSET refused: session ends with QUIT, nothing bounced, both kept" \
+        "$out $(grep 'rset\|RSET' "$ODMR_LOG_FILE" || true)"
+fi
+customer --domains example.org
+if has "$out" '^messages: 2$' && [ -z "$(rcpt_status rseta@example.org)" ] &&
+    [ -z "$(rcpt_status rsetb@example.org)" ]; then
+    ok "RSET refused: the next ATRN delivers both"
+else
+    fail "RSET refused: the next ATRN delivers both" "$out"
+fi
+
 # --- STARTTLS on the reversed side --------------------------------------------
 TLS_CERT=$SANDBOX_DIR/tls/server.pem
 TLS_KEY=$SANDBOX_DIR/tls/server.key

@@ -455,6 +455,67 @@ test_reply_long_line(void **state)
     stream_close(&s, 1);
 }
 
+/* smtp_reply_read_each(): every line reaches the callback whole, also the
+ * lines past SMTP_REPLY_MAX that r->text no longer keeps (an EHLO reply
+ * with long lines before its keywords). */
+typedef struct {
+    int calls;
+    int last_nlines;
+    char last[64];
+    int saw_size;
+} EACH_LOG;
+
+static void
+each_line(void *ctx, const SMTP_REPLY *r, const char *text, size_t len)
+{
+    EACH_LOG *lg = ctx;
+
+    lg->calls++;
+    assert_int_equal(r->nlines, lg->calls);
+    lg->last_nlines = r->nlines;
+    if (len == strlen("SIZE 10485760") && memcmp(text, "SIZE 10485760", len) == 0)
+        lg->saw_size = 1;
+    if (len < sizeof(lg->last)) {
+        memcpy(lg->last, text, len);
+        lg->last[len] = 0;
+    }
+}
+
+static void
+test_reply_read_each(void **state)
+{
+    static char input[8000];
+    int in[2];
+    STREAM *s;
+    SMTP_REPLY r;
+    EACH_LOG lg = {0};
+    size_t o = 0;
+
+    o += (size_t) sprintf(input + o, "250-mx.example\r\n");
+    for (int i = 0; i < 3; i++) {
+        o += (size_t) sprintf(input + o, "250-X-PAD");
+        memset(input + o, 'p', 1500);
+        o += 1500;
+        o += (size_t) sprintf(input + o, "\r\n");
+    }
+    o += (size_t) sprintf(input + o, "250-SIZE 10485760\r\n250 8BITMIME\r\n");
+    assert_int_equal(pipe(in), 0);
+    assert_int_equal(write_all(in[1], input, o), 0);
+    close(in[1]);
+    s = stream_open(in[0], -1);
+    assert_int_equal(smtp_reply_read_each(s, &r, each_line, &lg), 0);
+    assert_int_equal(r.code, 250);
+    assert_int_equal(r.nlines, 6);
+    /* the kept text ends before SIZE ... */
+    assert_null(strstr(r.text, "SIZE 10485760"));
+    /* ... the callback saw it and the last line whole */
+    assert_int_equal(lg.calls, 6);
+    assert_int_equal(lg.saw_size, 1);
+    assert_string_equal(lg.last, "8BITMIME");
+    assert_int_equal(smtp_reply_read_each(s, &r, each_line, &lg), STREAM_EOF);
+    stream_close(&s, 1);
+}
+
 /* ---- dot-stuffing -------------------------------------------------------- */
 
 typedef struct {
@@ -569,6 +630,7 @@ main(void)
         cmocka_unit_test(test_reply_bounds),
         cmocka_unit_test(test_reply_stream),
         cmocka_unit_test(test_reply_long_line),
+        cmocka_unit_test(test_reply_read_each),
         cmocka_unit_test(test_stuff),
         cmocka_unit_test(test_stuff_big_and_error),
     };

@@ -317,6 +317,41 @@ test_lines_one_byte(void **state)
 }
 
 /* Pipes: separate read and write fds, read(2)/write(2) instead of recv/send. */
+/* stream_input_waiting(): buffered bytes, bytes in the kernel, and not an
+ * end of file; nothing is consumed. */
+static void
+test_input_waiting(void **state)
+{
+    int sv[2];
+    STREAM *s;
+    char buf[64];
+    size_t len;
+    int flags;
+
+    make_socketpair(sv);
+    s = stream_open(sv[0], sv[0]);
+    stream_set_timeout(s, 2000);
+    assert_int_equal(stream_input_waiting(s), 0);
+    assert_int_equal(write_all(sv[1], "354 go\r\n", 8), 0);
+    assert_int_equal(stream_input_waiting(s), 1); /* in the kernel */
+    assert_int_equal(stream_input_waiting(s), 1); /* and still there */
+    assert_int_equal(stream_get_line(s, buf, sizeof(buf), &len, &flags), STREAM_OK);
+    assert_string_equal(buf, "354 go");
+    assert_int_equal(stream_input_waiting(s), 0);
+    /* a stray line in the same write as the reply: buffered here */
+    assert_int_equal(write_all(sv[1], "250 ok\r\n250 stray\r\n", 19), 0);
+    assert_int_equal(stream_get_line(s, buf, sizeof(buf), &len, &flags), STREAM_OK);
+    assert_string_equal(buf, "250 ok");
+    assert_int_equal(stream_input_waiting(s), 1);
+    assert_int_equal(stream_get_line(s, buf, sizeof(buf), &len, &flags), STREAM_OK);
+    assert_string_equal(buf, "250 stray");
+    assert_int_equal(stream_input_waiting(s), 0);
+    /* the peer's end of file is no input */
+    close(sv[1]);
+    assert_int_equal(stream_input_waiting(s), 0);
+    stream_close(&s, 1);
+}
+
 static void
 test_pipes_and_read(void **state)
 {
@@ -864,6 +899,7 @@ main(void)
         cmocka_unit_test(test_lines_huge),
         cmocka_unit_test(test_lines_one_byte),
         cmocka_unit_test(test_pipes_and_read),
+        cmocka_unit_test(test_input_waiting),
         cmocka_unit_test(test_big_writes),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_deadline),
