@@ -618,6 +618,20 @@ flush_tls_policy(FLUSH *f)
     return 0;
 }
 
+/* The customer refused the session (its greeting, EHLO or HELO): logged,
+ * and the reason kept for the collection record (odmr-queue stats). */
+static void
+flush_refused(FLUSH *f, const SMTP_REPLY *r, const char *what)
+{
+    char sum[256];
+
+    (void) smtp_reply_summary(r, sum, sizeof(sum));
+    msg_warn("%s: customer refused %s: %s", f->sp->client, what, sum);
+    odmrd_collect_failure(f->sp, "customer's MTA answered %s (in reply to %s)", sum,
+                          flush_reply_to[f->state]);
+    flush_check_421(f, r);
+}
+
 /* Greeting, EHLO (or HELO), STARTTLS. 0 when mail can be sent. */
 static int
 flush_handshake(FLUSH *f)
@@ -630,9 +644,7 @@ flush_handshake(FLUSH *f)
     if (flush_read(f, &r) < 0 || flush_out_of_step(f))
         return -1;
     if (r.code / 100 != 2) {
-        msg_warn("%s: customer refused to talk to me: %s", f->sp->client,
-                 smtp_reply_summary(&r, sum, sizeof(sum)));
-        flush_check_421(f, &r);
+        flush_refused(f, &r, "to talk to me");
         return -1;
     }
     for (;;) {
@@ -647,15 +659,11 @@ flush_handshake(FLUSH *f)
                 || flush_out_of_step(f))
                 return -1;
             if (r.code / 100 != 2) {
-                msg_warn("%s: customer refused HELO: %s", f->sp->client,
-                         smtp_reply_summary(&r, sum, sizeof(sum)));
-                flush_check_421(f, &r);
+                flush_refused(f, &r, "HELO");
                 return -1;
             }
         } else if (r.code / 100 != 2) {
-            msg_warn("%s: customer refused EHLO: %s", f->sp->client,
-                     smtp_reply_summary(&r, sum, sizeof(sum)));
-            flush_check_421(f, &r);
+            flush_refused(f, &r, "EHLO");
             return -1;
         }
         if (tls_done || stream_tls_active(f->s) || f->tls_level == ODMRD_TLS_NONE

@@ -86,6 +86,17 @@ else
 fi
 out=$(Q stats)
 if has "$out" '^last collection: .*example.org'; then ok "stats shows the last collection"; else fail "stats shows the last collection" "$out"; fi
+# A customer's MTA that refuses the reversed session (EHLO 454): its reply
+# is the session's failure.
+customer cust1 --domains example.org --ehlo-reply "454 4.7.0 not now"
+sleep 1
+j=$(Q stats -d example.org --json)
+if has "$(json 'j["last_failure"]' <<<"$j")" "customer's MTA answered 454 4.7.0 not now (in reply to EHLO command)"; then
+    ok "collection: a refused EHLO is the failure recorded"
+else
+    fail "collection: a refused EHLO is the failure recorded" "$j $out"
+fi
+LAST=$(json 'j["last_collect"]' <<<"$j")
 
 # ---- stale ------------------------------------------------------------------------
 out=$(Q stats --stale 1)
