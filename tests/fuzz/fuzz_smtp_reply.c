@@ -1,7 +1,8 @@
 /*
  * fuzz_smtp_reply.c - libFuzzer target: smtp_reply_feed over the input
- * split into lines, and smtp_reply_read over the same bytes through a
- * STREAM on a pipe (which also exercises stream_get_line).
+ * split into lines, and smtp_reply_read_each over the same bytes through a
+ * STREAM on a pipe (which also exercises stream_get_line): every line
+ * reaches the callback once, within the line limit.
  */
 #include <signal.h>
 #include <stdint.h>
@@ -55,6 +56,20 @@ feed_lines(const uint8_t *data, size_t size)
 }
 
 static void
+each_line(void *ctx, const SMTP_REPLY *r, const char *text, size_t len)
+{
+    int *lines = ctx;
+
+    if (++*lines != r->nlines || len > 2048 || (len > 0 && text[len - 1] == '\n'))
+        abort();
+    if (len > 0) { /* touch the last byte: ASan checks the length */
+        volatile char last = text[len - 1];
+
+        (void) last;
+    }
+}
+
+static void
 read_replies(const uint8_t *data, size_t size)
 {
     int p[2];
@@ -70,12 +85,16 @@ read_replies(const uint8_t *data, size_t size)
     s = stream_open(p[0], -1);
     stream_set_timeout(s, 1000);
     for (int n = 0; n < 100000; n++) {
-        int ret = smtp_reply_read(s, &r);
+        int lines = 0;
+        int ret = smtp_reply_read_each(s, &r, each_line, &lines);
 
-        if (ret == 0)
+        if (ret == 0) {
             check_reply(&r);
-        else if (ret != SMTP_REPLY_MALFORMED)
+            if (lines != r.nlines)
+                abort();
+        } else if (ret != SMTP_REPLY_MALFORMED) {
             break;
+        }
     }
     if (stream_is_timeout(s))
         abort(); /* all input was there: nothing may wait */
