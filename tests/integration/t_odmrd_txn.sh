@@ -60,6 +60,24 @@ accepted() {
     cat "$RECV"/*.env 2>/dev/null | grep -c "^RCPT TO:<$1>.* -> 250\$" || true
 }
 
+# next_atrn_delivers LABEL ADDR...: a plain ATRN then delivers the message
+# of each ADDR (one each) once, and none of them stays queued.
+next_atrn_delivers() {
+    local label=$1 a bad=''
+    shift
+    customer --domains example.org
+    has "$out" "^messages: $#\$" || bad="$bad messages"
+    for a in "$@"; do
+        [ "$(accepted "$a")" = 1 ] || bad="$bad $a:accepted=$(accepted "$a")"
+        [ -z "$(rcpt_status "$a")" ] || bad="$bad $a:queued"
+    done
+    if [ -z "$bad" ]; then
+        ok "$label: the next ATRN delivers both"
+    else
+        fail "$label: the next ATRN delivers both" "$bad; $out"
+    fi
+}
+
 # --- DATA answered with 250 --------------------------------------------------
 small d250a | enqueue -f s@sender.test -- d250a@example.org >/dev/null
 small d250b | enqueue -f s@sender.test -- d250b@example.org >/dev/null
@@ -93,13 +111,7 @@ else
     fail "DATA 250: RSET, QUIT, no further transaction in that session" \
         "$(grep '^< ' "$SANDBOX_DIR/transcript.$N" | tail -8)"
 fi
-customer --domains example.org
-if has "$out" '^messages: 2$' && [ -z "$(rcpt_status d250a@example.org)" ] &&
-    [ -z "$(rcpt_status d250b@example.org)" ]; then
-    ok "DATA 250: the next ATRN delivers both"
-else
-    fail "DATA 250: the next ATRN delivers both" "$out"
-fi
+next_atrn_delivers "DATA 250" d250a@example.org d250b@example.org
 
 # --- 452 4.5.3 too many recipients --------------------------------------------
 # check_452 LABEL PREFIX [customer options]: one message for 8 recipients,
@@ -200,14 +212,7 @@ check_stray() {
         fail "$label: logged deferred (out of step), nothing logged sent or bounced" \
             "$(grep "to=<$p\|out of step\|answers no command" "$ODMR_LOG_FILE" || true)"
     fi
-    customer --domains example.org
-    if has "$out" '^messages: 2$' && [ "$(accepted "${p}a@example.org")" = 1 ] &&
-        [ "$(accepted "${p}b@example.org")" = 1 ] && [ -z "$(rcpt_status "${p}a@example.org")" ] &&
-        [ -z "$(rcpt_status "${p}b@example.org")" ]; then
-        ok "$label: the next ATRN delivers both"
-    else
-        fail "$label: the next ATRN delivers both" "$out"
-    fi
+    next_atrn_delivers "$label" "${p}a@example.org" "${p}b@example.org"
 }
 check_stray "stray 250 after 354, pipelining" s354p 0 --stray-after-354 1 \
     --dot-reply "1=451 4.3.0 not stored"
@@ -251,13 +256,7 @@ else
     fail "RSET refused: session ends with QUIT, nothing bounced, both kept" \
         "$out $(grep 'rset\|RSET' "$ODMR_LOG_FILE" || true)"
 fi
-customer --domains example.org
-if has "$out" '^messages: 2$' && [ -z "$(rcpt_status rseta@example.org)" ] &&
-    [ -z "$(rcpt_status rsetb@example.org)" ]; then
-    ok "RSET refused: the next ATRN delivers both"
-else
-    fail "RSET refused: the next ATRN delivers both" "$out"
-fi
+next_atrn_delivers "RSET refused" rseta@example.org rsetb@example.org
 
 # --- STARTTLS on the reversed side --------------------------------------------
 TLS_CERT=$SANDBOX_DIR/tls/server.pem
