@@ -20,7 +20,9 @@ require_cmd setpriv
 require_bin odmr-store odmr-enqueue odmrd odmr-queue
 sandbox_start
 # The spawn(8) door takes up to default_process_limit (100) sessions at
-# once; the rest wait in the socket's backlog, as lmtp(8) would.
+# once; the rest wait in the socket's backlog (100 more). A connect beyond
+# that gets EAGAIN, which lmtp(8) takes as a deferral: the writers then try
+# again after a pause, and the count is printed.
 export POSTFIX_QUEUE_DIR ODMR_PASSWORD_cust2
 py_checks storm storm_check.py
 done_testing
